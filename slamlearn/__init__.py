@@ -1,0 +1,33 @@
+"""slamlearn: Student-Label Mixing (SLaM) distillation with a noisy teacher.
+
+A large teacher labels an unlabeled pool once; a small student learns from a
+few true labels plus those pseudo-labels. SLaM models the teacher's mistakes
+(its accuracy alpha(x) and how many top classes k(x) hold the truth) and
+trains the student on a mixed prediction, so it does not copy them.
+
+Layers, each using only those before it:
+
+* ``slamlearn._ext`` -- native kernels (pool-adjacent-violators, step-function
+  lookup, row-wise margins and masks);
+* :mod:`slamlearn.isotonic`, :mod:`slamlearn.margins` -- array functions;
+* :mod:`slamlearn.calibration` -- :class:`TeacherCalibrator`.
+"""
+
+from .calibration import TeacherCalibrator
+from .isotonic import StepFunctions, fit_step_function, fit_step_functions, isotonic_regression
+from .margins import label_rank, top1_margin, topj_margins, topk_mask, topk_mask_torch
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "StepFunctions",
+    "TeacherCalibrator",
+    "fit_step_function",
+    "fit_step_functions",
+    "isotonic_regression",
+    "label_rank",
+    "top1_margin",
+    "topj_margins",
+    "topk_mask",
+    "topk_mask_torch",
+]
