@@ -10,7 +10,7 @@ import sys
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-KERNELS = ["_pav", "_steps", "_rows"]
+KERNELS = ["_pav", "_steps", "_rows", "_loss"]
 
 compile_args = [] if sys.platform == "win32" else ["-O3"]
 
