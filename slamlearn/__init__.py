@@ -14,6 +14,7 @@ Layers, each using only those before it:
 """
 
 from .calibration import TeacherCalibrator
+from .classifier import SLaMClassifier
 from .isotonic import StepFunctions, fit_step_function, fit_step_functions, isotonic_regression
 from .margins import label_rank, top1_margin, topj_margins, topk_mask, topk_mask_torch
 
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "StepFunctions",
+    "SLaMClassifier",
     "TeacherCalibrator",
     "fit_step_function",
     "fit_step_functions",

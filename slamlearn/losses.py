@@ -54,9 +54,10 @@ def _torch_forward(z, y, c, d, eps):
     f = log_f.exp()
     m = torch.addcmul(d, c, f)
     off = d == 0
-    log_m = torch.where(off, c.clamp_min(eps).log() + log_f, m.clamp_min(eps).log())
-    loss = -(y * log_m).sum(1)
     live = torch.where(off, c > eps, m > eps)
+    # off the mask mix = c f: log c + log f keeps tiny f exact (and alpha = 1 is CE)
+    log_m = torch.where(off & live, c.clamp_min(eps).log() + log_f, m.clamp_min(eps).log())
+    loss = -(y * log_m).sum(1)
     h = torch.where(off, -y, -(y * c * f) / m.clamp_min(eps)).masked_fill_(~live, 0.0)
     return loss, torch.addcmul(h, f, h.sum(1, keepdim=True), value=-1.0)
 

@@ -1,0 +1,484 @@
+"""SLaMClassifier: a scikit-learn classifier trained by SLaM distillation.
+
+Rows with a true label are trained with cross entropy; rows labeled ``-1``
+(scikit-learn's semi-supervised convention) carry the teacher's label in
+``teacher_proba`` and are trained on the SLaM loss, in one objective
+(Equation 2 of the SLaM paper). alpha(x) and k(x) come from a
+:class:`~slamlearn.TeacherCalibrator` (fitted, or fitted here on labeled rows
+the teacher never saw: Algorithm 1 in one call) or from the caller.
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from . import margins
+from ._training import TrainConfig, resolve_device, train
+from ._validation import check_proba, check_sample_weight
+from .calibration import TeacherCalibrator
+from .losses import slam_loss
+from .students import build_student
+
+__all__ = ["SLaMClassifier"]
+
+UNLABELED = -1
+
+_METHODS = ("slam", "vanilla")
+
+
+def _seed(random_state) -> int:
+    if random_state is None:
+        return int(np.random.SeedSequence().generate_state(1)[0])
+    if isinstance(random_state, numbers.Integral):
+        return int(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, 2**31 - 1))
+    raise ValueError(f"random_state must be None, an int or a RandomState; got {random_state!r}")
+
+
+def _float_tensor(a: np.ndarray) -> torch.Tensor:
+    """float32 tensor sharing memory when possible; torch cannot share
+    read-only memory (e.g. a read-only memmap), so that is copied."""
+    a = np.asarray(a, dtype=np.float32)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+
+class SLaMClassifier(ClassifierMixin, BaseEstimator):
+    """Train a student on true labels plus a noisy teacher's labels with SLaM.
+
+    Parameters
+    ----------
+    student : {"mlp", "linear", "cnn"}, nn.Module class or callable, default="mlp"
+        The student network. Constructor arguments go in ``module__*``
+        parameters (e.g. ``module__hidden_layer_sizes=(256,)``); ``n_features``
+        / ``in_channels`` / ``n_classes`` are filled in from the data when the
+        constructor takes them and they are not given.
+    calibrator : TeacherCalibrator or None, default=None
+        Source of alpha(x), k(x) for the teacher rows. When ``fit`` gets a
+        ``calibration_mask`` it fits a clone of this (a default
+        ``TeacherCalibrator()`` when None) on those rows first. Otherwise it
+        must be fitted already; wrap it in
+        :class:`sklearn.frozen.FrozenEstimator` to keep it fitted across
+        ``clone`` (as in ``GridSearchCV`` or ``cross_validate``).
+    method : {"slam", "vanilla"}, default="slam"
+        ``"vanilla"`` trains on the teacher labels with plain cross entropy
+        (alpha = 1), the distillation baseline.
+    normalize_mix : bool, default=False
+        Use Equation 1's ``1/(k-1)`` normalisation of the mixing term. The
+        default is the un-normalised mixing of Remark B.1, which the paper's
+        experiments use.
+    distillation : {"soft", "hard"}, default="soft"
+        Train on the teacher's probabilities, or on one-hot vectors of its
+        top-1 class.
+    precompute_masks : bool, default=True
+        Build each teacher row's top-k mask once before training (it never
+        changes). False rebuilds it for every batch from the teacher's
+        probabilities, trading time for memory.
+    optimizer : {"adam", "adamw", "sgd"} or torch.optim.Optimizer class, default="adam"
+    lr : float, default=1e-3
+    weight_decay : float, default=0.0
+    momentum : float, default=0.9
+        Used by ``"sgd"``.
+    lr_schedule : None, "cosine", "step" or callable, default=None
+        Per-epoch schedule; a callable gets ``(optimizer, epochs)``.
+    max_epochs : int, default=50
+    batch_size : int, default=256
+    pretrain_epochs : int, default=0
+        Epochs of plain cross entropy on the labeled rows before the main
+        phase (Algorithm 1 pre-trains the student on A). A fresh optimizer
+        starts the main phase.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the labeled rows, stop when their
+        accuracy has not improved by ``tol`` for ``n_iter_no_change`` epochs,
+        and keep the best weights.
+    validation_fraction : float, default=0.1
+    n_iter_no_change : int, default=10
+    tol : float, default=1e-4
+    device : {"auto", "cpu", "cuda"} or torch.device, default="auto"
+    random_state : int, RandomState or None, default=None
+        Seeds initialisation, dropout and batch order; on CPU a fixed seed
+        gives identical results.
+    verbose : int, default=0
+        1 shows a progress bar per training phase.
+    warm_start : bool, default=False
+        Continue from the current weights on the next ``fit`` (e.g. fit on A
+        alone, then on everything: the paper's pre-training).
+    **module_params
+        ``module__<name>=value`` arguments for the student constructor.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    module_ : torch.nn.Module
+        The trained student (on CPU after unpickling).
+    calibrator_ : TeacherCalibrator or None
+        The calibrator used (None when alpha was given or without teacher rows).
+    history_ : list of dict
+        One record per epoch: phase, epoch, train_loss, lr, seconds and,
+        with early stopping, valid_accuracy.
+    teacher_alpha_, teacher_k_ : ndarray
+        alpha(x) and k(x) used for the teacher rows of the last fit.
+    """
+
+    def __init__(self, student="mlp", calibrator=None, method="slam", normalize_mix=False, distillation="soft",
+                 precompute_masks=True, optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.9,
+                 lr_schedule=None, max_epochs=50, batch_size=256, pretrain_epochs=0, early_stopping=False,
+                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, device="auto", random_state=None,
+                 verbose=0, warm_start=False, **module_params):
+        self.student = student
+        self.calibrator = calibrator
+        self.method = method
+        self.normalize_mix = normalize_mix
+        self.distillation = distillation
+        self.precompute_masks = precompute_masks
+        self.optimizer = optimizer
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.momentum = momentum
+        self.lr_schedule = lr_schedule
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.pretrain_epochs = pretrain_epochs
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+        # Stored as given; fit() rejects names without the module__ prefix
+        # (scikit-learn estimators do no validation in __init__).
+        for name, value in module_params.items():
+            setattr(self, name, value)
+
+    # -- parameters: the module__* ones are dynamic, as in skorch ------------------
+    def _module_param_names(self) -> list[str]:
+        return sorted(k for k in vars(self) if k.startswith("module__"))
+
+    def _unknown_param_names(self) -> list[str]:
+        known = set(self._get_param_names())
+        return sorted(k for k in vars(self) if not k.endswith("_") and not k.startswith(("module__", "_"))
+                      and k not in known)
+
+    def get_params(self, deep=True):
+        params = super().get_params(deep=deep)
+        for name in self._module_param_names():
+            params[name] = getattr(self, name)
+        return params
+
+    def set_params(self, **params):
+        module_params = {k: v for k, v in params.items() if k.startswith("module__")}
+        for name, value in module_params.items():
+            setattr(self, name, value)
+        rest = {k: v for k, v in params.items() if k not in module_params}
+        return super().set_params(**rest) if rest else self
+
+    def _module_kwargs(self) -> dict:
+        return {k[len("module__"):]: getattr(self, k) for k in self._module_param_names()}
+
+    # -- validation ---------------------------------------------------------------
+    def _check_params(self):
+        unknown = self._unknown_param_names()
+        if unknown:
+            raise TypeError(f"SLaMClassifier got unexpected parameters {unknown} (student constructor arguments "
+                            "take the prefix 'module__')")
+        if self.method not in _METHODS:
+            raise ValueError(f"method must be one of {_METHODS}; got {self.method!r}")
+        if self.distillation not in ("soft", "hard"):
+            raise ValueError(f"distillation must be 'soft' or 'hard'; got {self.distillation!r}")
+        for name in ("max_epochs", "pretrain_epochs"):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Integral) or v < 0:
+                raise ValueError(f"{name} must be a non-negative int; got {v!r}")
+        for name in ("batch_size", "n_iter_no_change"):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Integral) or v < 1:
+                raise ValueError(f"{name} must be a positive int; got {v!r}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in (0, 1); got {self.validation_fraction!r}")
+        if self.calibrator is not None and not hasattr(self.calibrator, "predict_k"):
+            raise ValueError("calibrator must be a TeacherCalibrator (or an object with predict and predict_k), "
+                             f"got {type(self.calibrator).__name__}")
+
+    def _validate_X(self, X, reset: bool) -> np.ndarray:
+        return validate_data(self, X, reset=reset, allow_nd=True, dtype=[np.float32, np.float64])
+
+    def _labels(self, y, n: int, teacher_proba):
+        """Split ``y`` into teacher rows and encoded true labels; set classes_."""
+        y = column_or_1d(y, warn=True)
+        if y.shape[0] != n:
+            raise ValueError(f"y has {y.shape[0]} entries but X has {n} rows")
+        unlabeled = (y == UNLABELED) if y.dtype.kind in "iuf" else np.zeros(n, dtype=bool)
+        labeled_y = y[~unlabeled]
+        if labeled_y.size:
+            check_classification_targets(labeled_y)
+        if teacher_proba is not None:
+            shape = np.shape(teacher_proba)
+            if len(shape) != 2 or shape[0] != n or shape[1] < 2:
+                raise ValueError(f"teacher_proba must be a 2-D array of shape (n_samples={n}, n_classes>=2); "
+                                 f"got shape {shape}")
+            n_classes = shape[1]
+            classes = np.arange(n_classes)
+            if labeled_y.size and (labeled_y.dtype.kind not in "iuf" or not np.isin(labeled_y, classes).all()):
+                bad = labeled_y[~np.isin(labeled_y, classes)][:3] if labeled_y.dtype.kind in "iuf" else labeled_y[:3]
+                raise ValueError(
+                    f"labels in y must be column indices of teacher_proba, integers in [0, {n_classes}) "
+                    f"(or -1 for teacher rows); got {list(bad)}"
+                )
+        else:
+            if unlabeled.any():
+                raise ValueError(f"y marks {int(unlabeled.sum())} rows as teacher rows (-1) but teacher_proba "
+                                 "was not given")
+            classes = np.unique(labeled_y)
+            if classes.shape[0] < 2:
+                raise ValueError(f"y must contain at least 2 classes when there are no teacher rows; "
+                                 f"got {classes.shape[0]} class")
+        if self.warm_start and hasattr(self, "classes_") and not np.array_equal(classes, self.classes_):
+            raise ValueError("warm_start needs the same classes on every fit; got "
+                             f"{list(classes)} after {list(self.classes_)}")
+        encoded = np.full(n, UNLABELED, dtype=np.int64)
+        encoded[~unlabeled] = np.searchsorted(classes, labeled_y)
+        return classes, encoded, unlabeled
+
+    def _teacher_stats(self, proba_u, y_enc, teacher_proba, calibration_mask, alpha, k, n_classes):
+        """alpha and k for the teacher rows (and the calibrator used)."""
+        n_u = proba_u.shape[0]
+        if self.method == "vanilla":
+            return np.ones(n_u), np.full(n_u, min(2, n_classes), dtype=np.intp), None
+        if alpha is not None:
+            a = np.asarray(alpha, dtype=np.float64)
+            if a.shape not in ((n_u,), (y_enc.shape[0],)):
+                raise ValueError(f"alpha must have one entry per teacher row ({n_u}) or per row ({y_enc.shape[0]}); "
+                                 f"got shape {a.shape}")
+            if a.shape[0] != n_u:
+                a = a[y_enc == UNLABELED]
+            if not (np.isfinite(a).all() and (a >= 0).all() and (a <= 1).all()):
+                raise ValueError("alpha must hold numbers in [0, 1]")
+            if k is None:
+                if n_classes > 2:
+                    raise ValueError("k is required with alpha when there are more than 2 classes")
+                kk = np.full(n_u, 2, dtype=np.intp)
+            else:
+                kk = np.asarray(k)
+                if kk.ndim == 0:
+                    kk = np.full(n_u, int(kk), dtype=np.intp)
+                elif kk.shape[0] == y_enc.shape[0] and kk.shape[0] != n_u:
+                    kk = kk[y_enc == UNLABELED]
+                if kk.shape != (n_u,) or kk.dtype.kind not in "iu":
+                    raise ValueError(f"k must be an int or integers with one entry per teacher row ({n_u})")
+                if (kk < 2).any() or (kk > n_classes).any():
+                    raise ValueError(f"k must be between 2 and the number of classes ({n_classes})")
+                kk = kk.astype(np.intp)
+            return a, kk, None
+        cal = self.calibrator if self.calibrator is not None else TeacherCalibrator()
+        if calibration_mask is not None:
+            cm = np.asarray(calibration_mask)
+            if cm.dtype != bool or cm.shape != y_enc.shape:
+                raise ValueError(f"calibration_mask must be a boolean array with one entry per row "
+                                 f"({y_enc.shape[0]}); got dtype {cm.dtype}, shape {cm.shape}")
+            if (y_enc[cm] == UNLABELED).any():
+                raise ValueError("calibration_mask must only mark labeled rows (y != -1): the calibrator needs "
+                                 "their true labels")
+            if cm.sum() < 2:
+                raise ValueError("calibration_mask must mark at least 2 labeled rows")
+            cal_p = check_proba(np.asarray(teacher_proba)[cm], name="teacher_proba (calibration rows)")
+            cal = clone(cal).fit(cal_p, y_enc[cm])
+        else:
+            try:
+                check_is_fitted(cal)
+            except Exception:
+                raise ValueError(
+                    "SLaM needs alpha(x) and k(x) for the teacher rows: pass calibration_mask to fit() to calibrate "
+                    "on labeled rows the teacher never saw, give calibrator a fitted TeacherCalibrator (wrapped in "
+                    "sklearn.frozen.FrozenEstimator to survive clone), or pass alpha= and k= to fit()"
+                ) from None
+        return cal.predict(proba_u), cal.predict_k(proba_u), cal
+
+    # -- fitting ------------------------------------------------------------------
+    def fit(self, X, y, teacher_proba=None, sample_weight=None, calibration_mask=None, alpha=None, k=None):
+        """Train the student.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Features (2-D for "linear"/"mlp"; any shape a custom student takes).
+        y : array-like of shape (n_samples,)
+            True labels, or ``-1`` for rows labeled by the teacher.
+        teacher_proba : array-like of shape (n_samples, n_classes), optional
+            The teacher's probabilities. Required when some ``y`` is -1; only
+            teacher rows and calibration rows are read (other rows may hold
+            anything finite or not). Column ``j`` is class ``j``.
+        sample_weight : array-like of shape (n_samples,), optional
+        calibration_mask : array-like of bool, shape (n_samples,), optional
+            Labeled rows that have teacher probabilities and that the teacher
+            never trained on; the calibrator is fitted on them first.
+        alpha, k : array-like, optional
+            Precomputed alpha(x) (and k(x)) for the teacher rows, instead of a
+            calibrator; one entry per teacher row or per row.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        reset = not (self.warm_start and hasattr(self, "module_"))
+        X = self._validate_X(X, reset=reset)
+        n = X.shape[0]
+        classes, y_enc, unlabeled = self._labels(y, n, teacher_proba)
+        L = classes.shape[0]
+        w = check_sample_weight(sample_weight, n)
+
+        # Teacher rows: validated probabilities, alpha, k, targets.
+        idx_u = np.flatnonzero(unlabeled)
+        self.calibrator_ = None
+        if idx_u.size:
+            proba_u = check_proba(np.asarray(teacher_proba)[idx_u], name="teacher_proba (teacher rows)")
+            a_u, k_u, self.calibrator_ = self._teacher_stats(proba_u, y_enc, teacher_proba, calibration_mask,
+                                                            alpha, k, L)
+        else:
+            proba_u = np.zeros((0, L))
+            a_u, k_u = np.zeros(0), np.zeros(0, dtype=np.intp)
+        self.teacher_alpha_, self.teacher_k_ = a_u, k_u
+
+        device = resolve_device(self.device)
+        seed = _seed(self.random_state)
+        Xt = _float_tensor(X).to(device)
+        # Per-row training targets: one-hot truth for labeled rows (alpha = 1,
+        # so the SLaM loss is cross entropy there), teacher labels elsewhere.
+        target = np.zeros((n, L), dtype=np.float32)
+        idx_l = np.flatnonzero(~unlabeled)
+        target[idx_l, y_enc[idx_l]] = 1.0
+        if idx_u.size:
+            target[idx_u] = proba_u if self.distillation == "soft" else np.eye(L, dtype=np.float32)[proba_u.argmax(1)]
+        alpha_all = np.ones(n, dtype=np.float32)
+        alpha_all[idx_u] = a_u
+        k_all = np.full(n, 2, dtype=np.int64)
+        k_all[idx_u] = k_u
+        T = torch.as_tensor(target).to(device)
+        A = torch.as_tensor(alpha_all).to(device)
+        K = torch.as_tensor(k_all).to(device)
+        W = None if w is None else torch.as_tensor(w, dtype=torch.float32).to(device)
+        if self.precompute_masks:
+            mask_np = np.zeros((n, L), dtype=bool)
+            if idx_u.size:
+                mask_np[idx_u] = margins.topk_mask(proba_u, k_u)
+            M = torch.as_tensor(mask_np).to(device)
+            scores = None
+        else:
+            M = None
+            scores_np = np.zeros((n, L), dtype=np.float32)
+            scores_np[idx_u] = proba_u
+            scores = torch.as_tensor(scores_np).to(device)
+
+        # Early stopping holds out labeled rows.
+        rng = np.random.default_rng(seed)
+        train_rows = np.arange(n)
+        holdout = None
+        if self.early_stopping:
+            n_hold = int(round(self.validation_fraction * idx_l.size))
+            if n_hold < 1 or n_hold >= idx_l.size:
+                raise ValueError(f"early_stopping needs labeled rows to hold out: validation_fraction="
+                                 f"{self.validation_fraction} of {idx_l.size} labeled rows leaves none to hold out "
+                                 "or none to train on")
+            hold = rng.choice(idx_l, size=n_hold, replace=False)
+            train_rows = np.setdiff1d(train_rows, hold)
+            holdout = (Xt[torch.as_tensor(hold, device=device)], torch.as_tensor(y_enc[hold], device=device))
+        rows_t = torch.as_tensor(train_rows, device=device)
+        labeled_rows_t = torch.as_tensor(np.intersect1d(train_rows, idx_l), device=device)
+
+        normalize = self.normalize_mix
+
+        def make_row_loss(rows: torch.Tensor):
+            def row_loss(batch: torch.Tensor) -> torch.Tensor:
+                i = rows[batch]
+                logits = self.module_(Xt[i])
+                mask = M[i] if M is not None else margins.topk_mask_torch(scores[i], K[i])
+                return slam_loss(logits.float(), T[i], A[i], mask, K[i] if normalize else None,
+                                 normalize=normalize, sample_weight=None if W is None else W[i])
+            return row_loss
+
+        # Seed initialisation and dropout without touching the caller's global RNG state.
+        cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+            if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(seed)
+            if reset or not hasattr(self, "module_"):
+                self.module_ = build_student(self.student, tuple(X.shape[1:]), L, self._module_kwargs())
+                self.history_ = []
+            self.module_.to(device)
+            self.classes_ = classes
+            gen = torch.Generator().manual_seed(seed)
+            common = dict(batch_size=int(self.batch_size), optimizer=self.optimizer, lr=float(self.lr),
+                          weight_decay=float(self.weight_decay), momentum=float(self.momentum),
+                          n_iter_no_change=int(self.n_iter_no_change), tol=float(self.tol),
+                          verbose=int(self.verbose), generator=gen, history=self.history_)
+            if self.pretrain_epochs and reset and labeled_rows_t.numel():
+                train(self.module_, labeled_rows_t.numel(), make_row_loss(labeled_rows_t),
+                      TrainConfig(epochs=int(self.pretrain_epochs), lr_schedule=None, phase="pretrain", **common),
+                      holdout=holdout, device=device)
+            train(self.module_, rows_t.numel(), make_row_loss(rows_t),
+                  TrainConfig(epochs=int(self.max_epochs), lr_schedule=self.lr_schedule, phase="train", **common),
+                  holdout=holdout, device=device)
+        self.module_.eval()
+        return self
+
+    # -- prediction -----------------------------------------------------------------
+    def _logits(self, X) -> torch.Tensor:
+        check_is_fitted(self, "module_")
+        X = self._validate_X(X, reset=False)
+        try:
+            device = resolve_device(self.device)
+        except ValueError:  # e.g. a model trained on a GPU, unpickled on a CPU-only machine
+            device = torch.device("cpu")
+        self.module_.to(device)
+        self.module_.eval()
+        out = []
+        step = max(int(self.batch_size) * 8, 1024)
+        with torch.no_grad():
+            for s in range(0, X.shape[0], step):
+                xb = _float_tensor(X[s:s + step]).to(device)
+                out.append(self.module_(xb).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.classes_.shape[0])
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Student class probabilities, shape (n_samples, n_classes)."""
+        return torch.softmax(self._logits(X), dim=1).double().numpy()
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable class of each row."""
+        best = self._logits(X).argmax(1).numpy()
+        return self.classes_[best]
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy on the rows with a true label (rows with ``y == -1`` are
+        teacher rows and are left out)."""
+        y = column_or_1d(y)
+        keep = ~(y == UNLABELED) if y.dtype.kind in "iuf" else np.ones(y.shape[0], dtype=bool)
+        if not keep.any():
+            raise ValueError("score needs rows with true labels; every y is -1")
+        X = np.asarray(X)[keep] if not hasattr(X, "iloc") else X.iloc[keep]
+        sw = None if sample_weight is None else np.asarray(sample_weight)[keep]
+        return super().score(X, y[keep], sample_weight=sw)
+
+    # -- pickling: always CPU tensors so a GPU-trained model loads anywhere ----------
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        module = state.get("module_")
+        if module is not None and any(p.device.type != "cpu" for p in module.parameters()):
+            state["module_"] = copy.deepcopy(module).to("cpu")
+        return state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.random_state is None
+        return tags
