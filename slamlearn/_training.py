@@ -108,7 +108,7 @@ def _holdout_accuracy(module: nn.Module, X: torch.Tensor, y: torch.Tensor, batch
 
 
 def train(module: nn.Module, n_rows: int, row_loss: Callable[[torch.Tensor], torch.Tensor], cfg: TrainConfig,
-          holdout: tuple[torch.Tensor, torch.Tensor] | None = None, device=None) -> None:
+          holdout: tuple[torch.Tensor, torch.Tensor] | None = None, device=None, extra_params=()) -> None:
     """Optimise ``module`` for ``cfg.epochs`` epochs over ``n_rows`` rows.
 
     Parameters
@@ -125,11 +125,13 @@ def train(module: nn.Module, n_rows: int, row_loss: Callable[[torch.Tensor], tor
     holdout : (X, y) tensors, optional
         Labeled rows held out for early stopping on accuracy; the best
         weights are restored at the end.
+    extra_params : iterable of tensors
+        Parameters trained alongside the module's (e.g. a loss head).
     """
     if cfg.epochs <= 0 or n_rows == 0:
         return
-    opt = make_optimizer(cfg.optimizer, module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                         momentum=cfg.momentum)
+    opt = make_optimizer(cfg.optimizer, [*module.parameters(), *extra_params], lr=cfg.lr,
+                         weight_decay=cfg.weight_decay, momentum=cfg.momentum)
     sched = make_scheduler(cfg.lr_schedule, opt, cfg.epochs)
     best_score, best_state, stale = -float("inf"), None, 0
     epochs = range(cfg.epochs)

@@ -6,6 +6,10 @@ Rows with a true label are trained with cross entropy; rows labeled ``-1``
 (Equation 2 of the SLaM paper). alpha(x) and k(x) come from a
 :class:`~slamlearn.TeacherCalibrator` (fitted, or fitted here on labeled rows
 the teacher never saw: Algorithm 1 in one call) or from the caller.
+
+The paper's baselines and combinations are selected through the same
+estimator (``method``, ``base_loss``, temperatures, fidelity weights, VID), so
+a comparison of methods is one loop over parameter settings.
 """
 
 from __future__ import annotations
@@ -20,17 +24,21 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from . import margins
+from ._objective import BatchObjective, ObjectiveConfig, RowData
 from ._training import TrainConfig, resolve_device, train
-from ._validation import check_proba, check_sample_weight
+from ._validation import as_float_array, check_proba, check_sample_weight
 from .calibration import TeacherCalibrator
-from .losses import slam_loss
-from .students import build_student
+from .objectives import (BASE_LOSSES, VIDHead, estimate_transition, fidelity_weights, importance_weights, temper,
+                         ups_selection)
+from .students import build_student, logits_and_embedding
 
 __all__ = ["SLaMClassifier"]
 
 UNLABELED = -1
 
-_METHODS = ("slam", "vanilla")
+_METHODS = ("slam", "vanilla", "forward", "backward", "weighted", "ups")
+#: Methods that need alpha(x), k(x) from a calibrator (or the caller).
+_NEEDS_NOISE_MODEL = ("slam", "weighted")
 
 
 def _seed(random_state) -> int:
@@ -67,9 +75,50 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
         must be fitted already; wrap it in
         :class:`sklearn.frozen.FrozenEstimator` to keep it fitted across
         ``clone`` (as in ``GridSearchCV`` or ``cross_validate``).
-    method : {"slam", "vanilla"}, default="slam"
-        ``"vanilla"`` trains on the teacher labels with plain cross entropy
-        (alpha = 1), the distillation baseline.
+    method : {"slam", "vanilla", "forward", "backward", "weighted", "ups"}, default="slam"
+        How teacher rows are used (labeled rows always get the base loss):
+
+        * ``"slam"``: the base loss on the mixed prediction (Equation 2).
+        * ``"vanilla"``: the base loss on the teacher's labels (alpha = 1).
+        * ``"forward"`` / ``"backward"``: forward / backward loss correction
+          with a transition matrix estimated on the ``calibration_mask`` rows
+          (Patrini et al. 2017), see :func:`slamlearn.objectives.estimate_transition`.
+        * ``"weighted"``: weighted distillation (Iliopoulos et al. 2022):
+          importance weights from the student pre-trained on the labeled rows
+          and the calibrated noise model, see
+          :func:`slamlearn.objectives.importance_weights`. Needs
+          ``pretrain_epochs > 0`` or a warm start.
+        * ``"ups"``: UPS pseudo-label selection (Rizve et al. 2021) from the
+          ``teacher_uncertainty`` fit parameter, thresholds ``ups_*``.
+    base_loss : {"ce", "taylor", "poly1"}, default="ce"
+        Cross entropy, Taylor cross entropy of degree ``taylor_degree`` (Feng
+        et al. 2020) or Poly-1 with ``poly_epsilon`` (Leng et al. 2022); with
+        ``method="slam"`` it is SLaM's base loss (Appendix D.6).
+    taylor_degree : int, default=2
+    poly_epsilon : float, default=2.0
+        Appendix D.6 of the SLaM paper uses degree 2 and epsilon 2.
+    temperature_labeled, temperature_teacher : float, default=1.0
+        Distillation temperatures (Hinton et al. 2015) for labeled rows and
+        for teacher rows, applied to the student's logits (loss scaled by
+        T^2) and to the teacher's soft labels; with SLaM the temperature is
+        applied before mixing (Appendix D.5).
+    fidelity_beta : float or None, default=None
+        Fidelity weighting of the teacher rows, ``exp(-beta * u(x))`` from
+        the ``teacher_uncertainty`` fit parameter (Dehghani et al. 2017;
+        Appendix D.4, Equations 3-4); combines with every method.
+    fidelity_normalize : {"total", "mean"}, default="total"
+        How uncertainties are normalised first: by their total over the
+        teacher rows (as the paper describes) or by their mean.
+    vid_weight : float, default=0.0
+        Coefficient of the VID feature-matching term (Ahn et al. 2019)
+        against the ``teacher_features`` fit parameter; the student must
+        expose an embedding (built-in students do).
+    ups_tau_pos, ups_kappa_pos, ups_tau_neg, ups_kappa_neg : float
+        UPS thresholds (defaults 0.7, 0.05, 0.05, 0.005, as in the UPS paper).
+    transition_smoothing : float, default=1.0
+        Pseudo-counts added to each row of the estimated transition matrix.
+    importance_max_weight : float, default=10.0
+        Clip of the weighted-distillation importance weights.
     normalize_mix : bool, default=False
         Use Equation 1's ``1/(k-1)`` normalisation of the mixing term. The
         default is the un-normalised mixing of Remark B.1, which the paper's
@@ -128,14 +177,31 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
         alpha(x) and k(x) used for the teacher rows of the last fit.
     """
 
-    def __init__(self, student="mlp", calibrator=None, method="slam", normalize_mix=False, distillation="soft",
-                 precompute_masks=True, optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.9,
-                 lr_schedule=None, max_epochs=50, batch_size=256, pretrain_epochs=0, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, device="auto", random_state=None,
-                 verbose=0, warm_start=False, **module_params):
+    def __init__(self, student="mlp", calibrator=None, method="slam", base_loss="ce", taylor_degree=2,
+                 poly_epsilon=2.0, temperature_labeled=1.0, temperature_teacher=1.0, fidelity_beta=None,
+                 fidelity_normalize="total", vid_weight=0.0, ups_tau_pos=0.7, ups_kappa_pos=0.05, ups_tau_neg=0.05,
+                 ups_kappa_neg=0.005, transition_smoothing=1.0, importance_max_weight=10.0, normalize_mix=False,
+                 distillation="soft", precompute_masks=True, optimizer="adam", lr=1e-3, weight_decay=0.0,
+                 momentum=0.9, lr_schedule=None, max_epochs=50, batch_size=256, pretrain_epochs=0,
+                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, device="auto",
+                 random_state=None, verbose=0, warm_start=False, **module_params):
         self.student = student
         self.calibrator = calibrator
         self.method = method
+        self.base_loss = base_loss
+        self.taylor_degree = taylor_degree
+        self.poly_epsilon = poly_epsilon
+        self.temperature_labeled = temperature_labeled
+        self.temperature_teacher = temperature_teacher
+        self.fidelity_beta = fidelity_beta
+        self.fidelity_normalize = fidelity_normalize
+        self.vid_weight = vid_weight
+        self.ups_tau_pos = ups_tau_pos
+        self.ups_kappa_pos = ups_kappa_pos
+        self.ups_tau_neg = ups_tau_neg
+        self.ups_kappa_neg = ups_kappa_neg
+        self.transition_smoothing = transition_smoothing
+        self.importance_max_weight = importance_max_weight
         self.normalize_mix = normalize_mix
         self.distillation = distillation
         self.precompute_masks = precompute_masks
@@ -193,6 +259,14 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
                             "take the prefix 'module__')")
         if self.method not in _METHODS:
             raise ValueError(f"method must be one of {_METHODS}; got {self.method!r}")
+        if self.base_loss not in BASE_LOSSES:
+            raise ValueError(f"base_loss must be one of {BASE_LOSSES}; got {self.base_loss!r}")
+        for name in ("temperature_labeled", "temperature_teacher"):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Real) or not v > 0:
+                raise ValueError(f"{name} must be a positive number; got {v!r}")
+        if not isinstance(self.vid_weight, numbers.Real) or self.vid_weight < 0:
+            raise ValueError(f"vid_weight must be a non-negative number; got {self.vid_weight!r}")
         if self.distillation not in ("soft", "hard"):
             raise ValueError(f"distillation must be 'soft' or 'hard'; got {self.distillation!r}")
         for name in ("max_epochs", "pretrain_epochs"):
@@ -252,8 +326,8 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
     def _teacher_stats(self, proba_u, y_enc, teacher_proba, calibration_mask, alpha, k, n_classes):
         """alpha and k for the teacher rows (and the calibrator used)."""
         n_u = proba_u.shape[0]
-        if self.method == "vanilla":
-            return np.ones(n_u), np.full(n_u, min(2, n_classes), dtype=np.intp), None
+        if self.method not in _NEEDS_NOISE_MODEL:
+            return np.ones(n_u), np.full(n_u, 2, dtype=np.intp), None
         if alpha is not None:
             a = np.asarray(alpha, dtype=np.float64)
             if a.shape not in ((n_u,), (y_enc.shape[0],)):
@@ -304,7 +378,8 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
         return cal.predict(proba_u), cal.predict_k(proba_u), cal
 
     # -- fitting ------------------------------------------------------------------
-    def fit(self, X, y, teacher_proba=None, sample_weight=None, calibration_mask=None, alpha=None, k=None):
+    def fit(self, X, y, teacher_proba=None, sample_weight=None, calibration_mask=None, alpha=None, k=None,
+            teacher_uncertainty=None, teacher_features=None):
         """Train the student.
 
         Parameters
@@ -316,14 +391,22 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
         teacher_proba : array-like of shape (n_samples, n_classes), optional
             The teacher's probabilities. Required when some ``y`` is -1; only
             teacher rows and calibration rows are read (other rows may hold
-            anything finite or not). Column ``j`` is class ``j``.
+            anything). Column ``j`` is class ``j``.
         sample_weight : array-like of shape (n_samples,), optional
         calibration_mask : array-like of bool, shape (n_samples,), optional
             Labeled rows that have teacher probabilities and that the teacher
-            never trained on; the calibrator is fitted on them first.
+            never trained on; the calibrator (and, for ``forward`` /
+            ``backward``, the transition matrix) is fitted on them first.
         alpha, k : array-like, optional
             Precomputed alpha(x) (and k(x)) for the teacher rows, instead of a
             calibrator; one entry per teacher row or per row.
+        teacher_uncertainty : array-like of shape (n_samples,) or (n_samples, n_classes), optional
+            The teacher's uncertainty per row (or per row and class), e.g. the
+            variance of its probabilities over augmentations or MC dropout;
+            used by ``fidelity_beta`` and ``method="ups"``.
+        teacher_features : array-like of shape (n_samples, n_features_teacher), optional
+            The teacher's features for every row (from the bulk-inference
+            pass); used by ``vid_weight > 0``.
 
         Returns
         -------
@@ -336,9 +419,13 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
         classes, y_enc, unlabeled = self._labels(y, n, teacher_proba)
         L = classes.shape[0]
         w = check_sample_weight(sample_weight, n)
-
-        # Teacher rows: validated probabilities, alpha, k, targets.
         idx_u = np.flatnonzero(unlabeled)
+        idx_l = np.flatnonzero(~unlabeled)
+        method = self.method
+        if idx_u.size == 0 and method != "slam" and method != "vanilla":
+            raise ValueError(f"method={method!r} needs teacher rows (y == -1)")
+
+        # Teacher rows: validated probabilities, alpha, k.
         self.calibrator_ = None
         if idx_u.size:
             proba_u = check_proba(np.asarray(teacher_proba)[idx_u], name="teacher_proba (teacher rows)")
@@ -349,37 +436,71 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
             a_u, k_u = np.zeros(0), np.zeros(0, dtype=np.intp)
         self.teacher_alpha_, self.teacher_k_ = a_u, k_u
 
-        device = resolve_device(self.device)
-        seed = _seed(self.random_state)
-        Xt = _float_tensor(X).to(device)
-        # Per-row training targets: one-hot truth for labeled rows (alpha = 1,
-        # so the SLaM loss is cross entropy there), teacher labels elsewhere.
+        # Per-row targets: one-hot truth for labeled rows, teacher labels elsewhere.
         target = np.zeros((n, L), dtype=np.float32)
-        idx_l = np.flatnonzero(~unlabeled)
         target[idx_l, y_enc[idx_l]] = 1.0
         if idx_u.size:
-            target[idx_u] = proba_u if self.distillation == "soft" else np.eye(L, dtype=np.float32)[proba_u.argmax(1)]
+            if self.distillation == "soft":
+                target[idx_u] = temper(proba_u, float(self.temperature_teacher))
+            else:
+                target[idx_u] = np.eye(L, dtype=np.float32)[proba_u.argmax(1)]
+        mixes = method == "slam"
         alpha_all = np.ones(n, dtype=np.float32)
-        alpha_all[idx_u] = a_u
+        if mixes:
+            alpha_all[idx_u] = a_u
         k_all = np.full(n, 2, dtype=np.int64)
         k_all[idx_u] = k_u
-        T = torch.as_tensor(target).to(device)
-        A = torch.as_tensor(alpha_all).to(device)
-        K = torch.as_tensor(k_all).to(device)
-        W = None if w is None else torch.as_tensor(w, dtype=torch.float32).to(device)
-        if self.precompute_masks:
+
+        weight = np.ones(n) if w is None else w.copy()
+        if self.fidelity_beta is not None and idx_u.size:
+            u = self._row_array(teacher_uncertainty, "teacher_uncertainty", n, "fidelity_beta")[idx_u]
+            weight[idx_u] *= fidelity_weights(u, float(self.fidelity_beta), normalize=self.fidelity_normalize)
+
+        cfg = ObjectiveConfig(method=method, base=self.base_loss,
+                              base_kw={"degree": int(self.taylor_degree), "epsilon": float(self.poly_epsilon)},
+                              normalize=bool(self.normalize_mix) and mixes,
+                              temperature_labeled=float(self.temperature_labeled),
+                              temperature_teacher=float(self.temperature_teacher), vid_weight=float(self.vid_weight))
+        device = resolve_device(self.device)
+        if method in ("forward", "backward"):
+            T = self._transition(teacher_proba, y_enc, calibration_mask, L)
+            self.transition_ = T
+            if method == "forward":
+                cfg.transition = torch.as_tensor(T, dtype=torch.float32, device=device)
+            else:
+                cfg.transition_inv = torch.as_tensor(np.linalg.inv(T), dtype=torch.float32, device=device)
+
+        data = RowData(X=_float_tensor(X).to(device), target=torch.as_tensor(target).to(device),
+                       alpha=torch.as_tensor(alpha_all).to(device), k=torch.as_tensor(k_all).to(device),
+                       is_teacher=torch.as_tensor(unlabeled).to(device),
+                       weight=None if (w is None and self.fidelity_beta is None)
+                       else torch.as_tensor(weight, dtype=torch.float32).to(device))
+        if mixes or method == "weighted":
             mask_np = np.zeros((n, L), dtype=bool)
             if idx_u.size:
                 mask_np[idx_u] = margins.topk_mask(proba_u, k_u)
-            M = torch.as_tensor(mask_np).to(device)
-            scores = None
+            if self.precompute_masks or method == "weighted":
+                data.mask = torch.as_tensor(mask_np).to(device)
+            else:
+                scores_np = np.zeros((n, L), dtype=np.float32)
+                scores_np[idx_u] = proba_u
+                data.scores = torch.as_tensor(scores_np).to(device)
         else:
-            M = None
-            scores_np = np.zeros((n, L), dtype=np.float32)
-            scores_np[idx_u] = proba_u
-            scores = torch.as_tensor(scores_np).to(device)
+            data.mask = torch.zeros(1, L, dtype=torch.bool, device=device).expand(n, L)
+        if method == "ups":
+            u = self._row_array(teacher_uncertainty, "teacher_uncertainty", n, "method='ups'")[idx_u]
+            pos, neg = ups_selection(proba_u, u, tau_pos=self.ups_tau_pos, kappa_pos=self.ups_kappa_pos,
+                                     tau_neg=self.ups_tau_neg, kappa_neg=self.ups_kappa_neg)
+            P_all, N_all = np.zeros((n, L), dtype=bool), np.zeros((n, L), dtype=bool)
+            P_all[idx_u], N_all[idx_u] = pos, neg
+            data.positive = torch.as_tensor(P_all, dtype=torch.float32).to(device)
+            data.negative = torch.as_tensor(N_all, dtype=torch.float32).to(device)
+        if self.vid_weight > 0:
+            feats = self._row_array(teacher_features, "teacher_features", n, "vid_weight > 0", ndim=2)
+            data.features = torch.as_tensor(feats, dtype=torch.float32).to(device)
 
         # Early stopping holds out labeled rows.
+        seed = _seed(self.random_state)
         rng = np.random.default_rng(seed)
         train_rows = np.arange(n)
         holdout = None
@@ -391,20 +512,9 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
                                  "or none to train on")
             hold = rng.choice(idx_l, size=n_hold, replace=False)
             train_rows = np.setdiff1d(train_rows, hold)
-            holdout = (Xt[torch.as_tensor(hold, device=device)], torch.as_tensor(y_enc[hold], device=device))
+            holdout = (data.X[torch.as_tensor(hold, device=device)], torch.as_tensor(y_enc[hold], device=device))
         rows_t = torch.as_tensor(train_rows, device=device)
         labeled_rows_t = torch.as_tensor(np.intersect1d(train_rows, idx_l), device=device)
-
-        normalize = self.normalize_mix
-
-        def make_row_loss(rows: torch.Tensor):
-            def row_loss(batch: torch.Tensor) -> torch.Tensor:
-                i = rows[batch]
-                logits = self.module_(Xt[i])
-                mask = M[i] if M is not None else margins.topk_mask_torch(scores[i], K[i])
-                return slam_loss(logits.float(), T[i], A[i], mask, K[i] if normalize else None,
-                                 normalize=normalize, sample_weight=None if W is None else W[i])
-            return row_loss
 
         # Seed initialisation and dropout without touching the caller's global RNG state.
         cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
@@ -421,15 +531,71 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
                           weight_decay=float(self.weight_decay), momentum=float(self.momentum),
                           n_iter_no_change=int(self.n_iter_no_change), tol=float(self.tol),
                           verbose=int(self.verbose), generator=gen, history=self.history_)
+            pretrained = not reset
             if self.pretrain_epochs and reset and labeled_rows_t.numel():
-                train(self.module_, labeled_rows_t.numel(), make_row_loss(labeled_rows_t),
+                plain = ObjectiveConfig(method="vanilla", base=cfg.base, base_kw=cfg.base_kw,
+                                        temperature_labeled=cfg.temperature_labeled)
+                train(self.module_, labeled_rows_t.numel(), BatchObjective(self.module_, data, labeled_rows_t, plain),
                       TrainConfig(epochs=int(self.pretrain_epochs), lr_schedule=None, phase="pretrain", **common),
                       holdout=holdout, device=device)
-            train(self.module_, rows_t.numel(), make_row_loss(rows_t),
+                pretrained = True
+            if method == "weighted" and idx_u.size:
+                if not pretrained:
+                    raise ValueError("method='weighted' needs a student pre-trained on the labeled rows: set "
+                                     "pretrain_epochs > 0, or fit on them first and refit with warm_start=True")
+                self._reweight_targets(data, idx_u, a_u, k_u, device)
+            self.vid_head_ = None
+            if self.vid_weight > 0:
+                with torch.no_grad():
+                    _, e = logits_and_embedding(self.module_, data.X[:1])
+                self.vid_head_ = VIDHead(e.flatten(1).shape[1], data.features.shape[1]).to(device)
+            objective = BatchObjective(self.module_, data, rows_t, cfg, vid_head=self.vid_head_)
+            train(self.module_, rows_t.numel(), objective,
                   TrainConfig(epochs=int(self.max_epochs), lr_schedule=self.lr_schedule, phase="train", **common),
-                  holdout=holdout, device=device)
+                  holdout=holdout, device=device,
+                  extra_params=() if self.vid_head_ is None else tuple(self.vid_head_.parameters()))
         self.module_.eval()
         return self
+
+    @staticmethod
+    def _row_array(value, name: str, n: int, needed_by: str, ndim: int | None = None) -> np.ndarray:
+        if value is None:
+            raise ValueError(f"{needed_by} needs the fit parameter {name}")
+        arr = as_float_array(value, name=name, ndim=ndim if ndim is not None else np.ndim(value))
+        if arr.shape[0] != n or arr.ndim not in (1, 2):
+            raise ValueError(f"{name} must have one row per sample ({n}); got shape {arr.shape}")
+        return arr
+
+    def _transition(self, teacher_proba, y_enc, calibration_mask, L):
+        if calibration_mask is None:
+            raise ValueError(f"method={self.method!r} estimates the teacher's transition matrix on labeled rows "
+                             "the teacher never saw: pass calibration_mask")
+        cm = np.asarray(calibration_mask, dtype=bool)
+        if cm.shape != y_enc.shape or (y_enc[cm] == UNLABELED).any() or not cm.any():
+            raise ValueError("calibration_mask must be a boolean array marking labeled rows (one entry per row)")
+        proba_v = check_proba(np.asarray(teacher_proba)[cm], name="teacher_proba (calibration rows)")
+        T = estimate_transition(proba_v, y_enc[cm], L, smoothing=float(self.transition_smoothing),
+                                hard=self.distillation == "hard")
+        if self.method == "backward" and np.linalg.cond(T) > 1e8:
+            raise ValueError("the estimated transition matrix is singular, so backward correction is undefined; "
+                             "raise transition_smoothing or use method='forward'")
+        return T
+
+    def _reweight_targets(self, data: RowData, idx_u, a_u, k_u, device) -> None:
+        """Weighted distillation: scale each teacher label by importance weights
+        from the pre-trained student (see objectives.importance_weights)."""
+        self.module_.eval()
+        rows = torch.as_tensor(idx_u, device=device)
+        with torch.no_grad():
+            student = torch.cat([torch.softmax(self.module_(data.X[rows[s:s + 4096]]).float(), 1)
+                                 for s in range(0, rows.numel(), 4096)]).double().cpu().numpy()
+        self.module_.train()
+        mask = data.mask[rows].cpu().numpy()
+        label = data.target[rows].double().cpu().numpy()
+        beta = importance_weights(student, label, a_u.astype(np.float64), mask, k_u,
+                                  normalize=bool(self.normalize_mix), max_weight=float(self.importance_max_weight))
+        self.importance_weights_ = beta
+        data.target[rows] = torch.as_tensor(label * beta, dtype=torch.float32, device=device)
 
     # -- prediction -----------------------------------------------------------------
     def _logits(self, X) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 A student is any ``torch.nn.Module`` mapping a batch of inputs to logits of
 shape (batch, n_classes). Built-in students also expose ``embed(x)``, the
-representation before the last layer (used by feature-matching baselines).
+representation before the last layer, and ``forward_with_embedding(x)``
+(both at once), used by feature-matching baselines (VID).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["ConvNet", "MLP", "SoftmaxRegression", "build_student"]
+__all__ = ["ConvNet", "MLP", "SoftmaxRegression", "build_student", "logits_and_embedding"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "elu": nn.ELU, "silu": nn.SiLU}
 
@@ -34,6 +35,10 @@ class SoftmaxRegression(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1)
+
+    def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        e = self.embed(x)
+        return self.linear(e), e
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(self.embed(x))
@@ -73,6 +78,10 @@ class MLP(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x.flatten(1))
 
+    def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        e = self.embed(x)
+        return self.head(e), e
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(x))
 
@@ -108,11 +117,27 @@ class ConvNet(nn.Module):
             x = x[:, None]
         return self.features(x).mean(dim=(2, 3))
 
+    def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        e = self.embed(x)
+        return self.head(self.dropout(e)), e
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.embed(x)))
 
 
 _BUILTIN = {"linear": SoftmaxRegression, "mlp": MLP, "cnn": ConvNet}
+
+
+def logits_and_embedding(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and the embedding before the last layer, in one pass when the
+    module offers ``forward_with_embedding`` (built-in students do), else
+    with ``module(x)`` and ``module.embed(x)``."""
+    if hasattr(module, "forward_with_embedding"):
+        return module.forward_with_embedding(x)
+    if hasattr(module, "embed"):
+        return module(x), module.embed(x)
+    raise TypeError(f"{type(module).__name__} exposes no embedding: feature-matching (vid_weight > 0) needs a "
+                    "student with embed(x) or forward_with_embedding(x)")
 
 
 def build_student(student, input_shape: tuple[int, ...], n_classes: int, module_kwargs: dict) -> nn.Module:
