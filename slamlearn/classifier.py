@@ -75,6 +75,11 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
         must be fitted already; wrap it in
         :class:`sklearn.frozen.FrozenEstimator` to keep it fitted across
         ``clone`` (as in ``GridSearchCV`` or ``cross_validate``).
+    classes : array-like or None, default=None
+        Every class label, in the order of ``teacher_proba``'s columns, for
+        when some are missing from ``y`` (a small labeled set). By default
+        the classes are ``0 .. n_classes-1`` when ``teacher_proba`` is given
+        and the labels seen in ``y`` otherwise.
     method : {"slam", "vanilla", "forward", "backward", "weighted", "ups"}, default="slam"
         How teacher rows are used (labeled rows always get the base loss):
 
@@ -177,7 +182,7 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
         alpha(x) and k(x) used for the teacher rows of the last fit.
     """
 
-    def __init__(self, student="mlp", calibrator=None, method="slam", base_loss="ce", taylor_degree=2,
+    def __init__(self, student="mlp", calibrator=None, classes=None, method="slam", base_loss="ce", taylor_degree=2,
                  poly_epsilon=2.0, temperature_labeled=1.0, temperature_teacher=1.0, fidelity_beta=None,
                  fidelity_normalize="total", vid_weight=0.0, ups_tau_pos=0.7, ups_kappa_pos=0.05, ups_tau_neg=0.05,
                  ups_kappa_neg=0.005, transition_smoothing=1.0, importance_max_weight=10.0, normalize_mix=False,
@@ -187,6 +192,7 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
                  random_state=None, verbose=0, warm_start=False, **module_params):
         self.student = student
         self.calibrator = calibrator
+        self.classes = classes
         self.method = method
         self.base_loss = base_loss
         self.taylor_degree = taylor_degree
@@ -300,18 +306,28 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
             if len(shape) != 2 or shape[0] != n or shape[1] < 2:
                 raise ValueError(f"teacher_proba must be a 2-D array of shape (n_samples={n}, n_classes>=2); "
                                  f"got shape {shape}")
-            n_classes = shape[1]
+        elif unlabeled.any():
+            raise ValueError(f"y marks {int(unlabeled.sum())} rows as teacher rows (-1) but teacher_proba "
+                             "was not given")
+        if self.classes is not None:
+            classes = np.asarray(self.classes)
+            if classes.ndim != 1 or classes.shape[0] < 2 or np.unique(classes).shape[0] != classes.shape[0]:
+                raise ValueError(f"classes must list at least 2 distinct labels; got {self.classes!r}")
+            if teacher_proba is not None and classes.shape[0] != np.shape(teacher_proba)[1]:
+                raise ValueError(f"classes has {classes.shape[0]} labels but teacher_proba has "
+                                 f"{np.shape(teacher_proba)[1]} columns")
+            if labeled_y.size and not np.isin(labeled_y, classes).all():
+                raise ValueError(f"y holds labels missing from classes: {list(np.setdiff1d(labeled_y, classes))[:3]}")
+        elif teacher_proba is not None:
+            n_classes = np.shape(teacher_proba)[1]
             classes = np.arange(n_classes)
             if labeled_y.size and (labeled_y.dtype.kind not in "iuf" or not np.isin(labeled_y, classes).all()):
                 bad = labeled_y[~np.isin(labeled_y, classes)][:3] if labeled_y.dtype.kind in "iuf" else labeled_y[:3]
                 raise ValueError(
                     f"labels in y must be column indices of teacher_proba, integers in [0, {n_classes}) "
-                    f"(or -1 for teacher rows); got {list(bad)}"
+                    f"(or -1 for teacher rows), unless classes is given; got {list(bad)}"
                 )
         else:
-            if unlabeled.any():
-                raise ValueError(f"y marks {int(unlabeled.sum())} rows as teacher rows (-1) but teacher_proba "
-                                 "was not given")
             classes = np.unique(labeled_y)
             if classes.shape[0] < 2:
                 raise ValueError(f"y must contain at least 2 classes when there are no teacher rows; "
@@ -319,8 +335,10 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
         if self.warm_start and hasattr(self, "classes_") and not np.array_equal(classes, self.classes_):
             raise ValueError("warm_start needs the same classes on every fit; got "
                              f"{list(classes)} after {list(self.classes_)}")
+        # position of each label in ``classes`` (which need not be sorted)
+        order = np.argsort(classes, kind="stable")
         encoded = np.full(n, UNLABELED, dtype=np.int64)
-        encoded[~unlabeled] = np.searchsorted(classes, labeled_y)
+        encoded[~unlabeled] = order[np.searchsorted(classes, labeled_y, sorter=order)]
         return classes, encoded, unlabeled
 
     def _teacher_stats(self, proba_u, y_enc, teacher_proba, calibration_mask, alpha, k, n_classes):
