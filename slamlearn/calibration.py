@@ -8,12 +8,14 @@ labeled validation set the teacher never trained on, and ``y`` the true labels.
 from __future__ import annotations
 
 import numbers
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import margins
+from ._parallel import n_threads
 from ._validation import check_labels, check_proba, check_sample_weight, check_unit_interval
 from .isotonic import fit_step_function, fit_step_functions
 
@@ -52,9 +54,14 @@ class TeacherCalibrator(TransformerMixin, BaseEstimator):
         Whether ``X`` holds probabilities (rows sum to one) or logits, which
         are turned into probabilities by a softmax.
     n_jobs : int or None, default=None
-        Threads for the ``"auto"`` fits. None uses every core for large
-        validation sets (at least 2**18 margins) and one thread otherwise;
-        -1 always uses every core.
+        Threads for the ``"auto"`` fits and for prediction chunks. None uses
+        every core for large inputs (at least 2**18 entries) and one thread
+        otherwise; -1 always uses every core.
+    max_memory : int, default=256 MiB
+        Bound on the temporary memory of :meth:`predict`, :meth:`predict_k`
+        and :meth:`transform`, in bytes: they work through the rows chunk by
+        chunk (all threads together stay within it), so any number of rows,
+        e.g. a memory-mapped file, can be processed.
 
     Attributes
     ----------
@@ -100,12 +107,14 @@ class TeacherCalibrator(TransformerMixin, BaseEstimator):
     True
     """
 
-    def __init__(self, lower_bound=0.5, k="auto", threshold=0.9, input="proba", n_jobs=None):
+    def __init__(self, lower_bound=0.5, k="auto", threshold=0.9, input="proba", n_jobs=None,
+                 max_memory=256 * 2**20):
         self.lower_bound = lower_bound
         self.k = k
         self.threshold = threshold
         self.input = input
         self.n_jobs = n_jobs
+        self.max_memory = max_memory
 
     # -- validation -----------------------------------------------------------------
     def _proba(self, X, y=None, *, reset: bool):
@@ -186,6 +195,51 @@ class TeacherCalibrator(TransformerMixin, BaseEstimator):
         return self
 
     # -- prediction -----------------------------------------------------------------
+    def _check_X(self, X) -> np.ndarray:
+        """scikit-learn's generic checks only; probability checks run per chunk."""
+        check_is_fitted(self, "alpha_steps_")
+        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32], ensure_min_features=2)
+
+    def _chunk_rows(self, n_classes: int) -> int:
+        if not isinstance(self.max_memory, numbers.Real) or not self.max_memory > 0:
+            raise ValueError(f"max_memory must be a positive number of bytes; got {self.max_memory!r}")
+        # Per row: the input (and a softmax copy), top-j margins and their
+        # sort, in float64 at worst: about 4 * 8 * n_classes bytes.
+        return max(1, int(self.max_memory // (4 * 8 * n_classes * self._threads(10**9))))
+
+    def _threads(self, size: int) -> int:
+        return n_threads(self.n_jobs, size)
+
+    def _by_chunks(self, X: np.ndarray, out: np.ndarray, fn) -> np.ndarray:
+        """Fill ``out[rows]`` with ``fn(probabilities of rows)`` chunk by chunk:
+        memory stays bounded by ``max_memory`` whatever the number of rows,
+        and chunks run on several threads (the kernels release the GIL)."""
+        n, L = X.shape
+        step = self._chunk_rows(L)
+        starts = list(range(0, n, step))
+
+        def work(i: int):
+            rows = slice(starts[i], starts[i] + step)
+            out[rows] = fn(check_proba(X[rows], name="X (teacher probabilities)", input=self.input))
+
+        threads = min(self._threads(X.size), len(starts))
+        if threads <= 1:
+            for i in range(len(starts)):
+                work(i)
+        else:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(work, range(len(starts))))
+        return out
+
+    def _alpha(self, proba: np.ndarray) -> np.ndarray:
+        return self.alpha_steps_.predict(margins.top1_margin(proba, n_jobs=1))
+
+    def _k(self, proba: np.ndarray) -> np.ndarray:
+        if self.topj_steps_ is None:
+            return np.full(proba.shape[0], self.k_, dtype=np.intp)
+        t = check_unit_interval(self.threshold, name="threshold")
+        return self.topj_steps_.first_crossing(margins.topj_margins(proba, n_jobs=1), t, k_min=K_MIN)
+
     def predict(self, X) -> np.ndarray:
         """Estimated probability alpha(x) that the teacher's top-1 is right.
 
@@ -193,9 +247,8 @@ class TeacherCalibrator(TransformerMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples,), values in ``[lower_bound, 1]``.
         """
-        check_is_fitted(self, "alpha_steps_")
-        proba = self._proba(X, reset=False)
-        return self.alpha_steps_.predict(margins.top1_margin(proba)).astype(np.float64, copy=False)
+        X = self._check_X(X)
+        return self._by_chunks(X, np.empty(X.shape[0]), self._alpha)
 
     def predict_k(self, X) -> np.ndarray:
         """Estimated number k(x) of the teacher's top classes holding the truth.
@@ -204,22 +257,14 @@ class TeacherCalibrator(TransformerMixin, BaseEstimator):
         -------
         ndarray of int, shape (n_samples,), values in ``[2, n_classes]``.
         """
-        check_is_fitted(self, "alpha_steps_")
-        proba = self._proba(X, reset=False)
-        return self._k_from_proba(proba)
-
-    def _k_from_proba(self, proba: np.ndarray) -> np.ndarray:
-        if self.topj_steps_ is None:
-            return np.full(proba.shape[0], self.k_, dtype=np.intp)
-        t = check_unit_interval(self.threshold, name="threshold")
-        return self.topj_steps_.first_crossing(margins.topj_margins(proba), t, k_min=K_MIN)
+        X = self._check_X(X)
+        return self._by_chunks(X, np.empty(X.shape[0], dtype=np.intp), self._k)
 
     def transform(self, X) -> np.ndarray:
         """Stack ``[alpha(x), k(x)]`` as an ``(n_samples, 2)`` float array."""
-        check_is_fitted(self, "alpha_steps_")
-        proba = self._proba(X, reset=False)
-        alpha = self.alpha_steps_.predict(margins.top1_margin(proba))
-        return np.column_stack([alpha.astype(np.float64), self._k_from_proba(proba).astype(np.float64)])
+        X = self._check_X(X)
+        return self._by_chunks(X, np.empty((X.shape[0], 2)),
+                               lambda p: np.column_stack([self._alpha(p), self._k(p)]))
 
     def get_feature_names_out(self, input_features=None):
         """Names of the :meth:`transform` columns."""
@@ -237,8 +282,8 @@ class TeacherCalibrator(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "alpha_steps_")
         proba, labels = self._proba(X, y, reset=False)
         w = check_sample_weight(sample_weight, proba.shape[0])
-        alpha = self.alpha_steps_.predict(margins.top1_margin(proba)).astype(np.float64)
-        k = self._k_from_proba(proba).astype(np.float64)
+        alpha = self._alpha(proba).astype(np.float64)
+        k = self._k(proba).astype(np.float64)
         rank = margins.label_rank(proba, labels)
         other = (1.0 - alpha) / (k - 1.0)
         q_true = np.where(rank == 0, alpha, np.where(rank < k, other, 0.0))

@@ -23,6 +23,16 @@ def _floats(text: str) -> tuple:
     return vals
 
 
+def _ints(text: str) -> tuple:
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not all(v > 0 for v in vals):
+        raise argparse.ArgumentTypeError("sizes must be positive")
+    return vals
+
+
 def _methods(text: str) -> tuple:
     names = tuple(m.strip() for m in text.split(",") if m.strip())
     unknown = [m for m in names if m not in METHODS]
@@ -45,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--subsample", type=int, help="keep this many rows before splitting")
     b.add_argument("--fractions", type=_floats, default=(0.01, 0.02, 0.05, 0.1),
                    help="labeled fractions of the training pool (default: 0.01,0.02,0.05,0.1)")
+    b.add_argument("--sizes", type=_ints, help="labeled-set sizes instead of fractions, e.g. 300,1000")
     b.add_argument("--trials", type=int, default=3)
     b.add_argument("--methods", type=_methods, default=tuple(METHODS),
                    help=f"comma-separated, from: {', '.join(METHODS)}")
@@ -89,9 +100,9 @@ def _write_outputs(out: Path, data_name: str, records, calibrations, config, com
         from .plots import plot_accuracy_vs_labeled, plot_calibration
 
         files.append(plot_accuracy_vs_labeled(table, out / "accuracy_vs_labeled.png", title=data_name))
-        for frac, (cal, P_v, y_v) in calibrations.items():
-            files.append(plot_calibration(cal, P_v, y_v, out / f"calibration_frac{frac:g}.png",
-                                          title=f"{data_name}, labeled fraction {frac:g}"))
+        for n_a, (cal, P_v, y_v) in calibrations.items():
+            files.append(plot_calibration(cal, P_v, y_v, out / f"calibration_A{n_a}.png",
+                                          title=f"{data_name}, {n_a} labeled examples (first trial)"))
     except ImportError as exc:
         print(f"(plots skipped: {exc})", file=sys.stderr)
     return {"table": md, "files": files}
@@ -113,7 +124,7 @@ def _progress(quiet: bool, total: int):
 
 
 def _run(data, config: ExperimentConfig, out: Path, quiet: bool, command: str) -> int:
-    total = len(config.fractions) * config.trials * len(config.methods)
+    total = len(config.sizes or config.fractions) * config.trials * len(config.methods)
     update, bar = _progress(quiet, total)
     start = time.perf_counter()
     records, calibrations = run_experiment(data, config, progress=update)
@@ -144,7 +155,7 @@ def main(argv=None) -> int:
     except DatasetNotInstalled as exc:
         print(f"slamlearn: dataset {args.dataset!r} is not installed.\n{exc}", file=sys.stderr)
         return 2
-    config = ExperimentConfig(fractions=args.fractions, trials=args.trials, methods=args.methods, n_val=args.n_val,
+    config = ExperimentConfig(fractions=args.fractions, sizes=args.sizes, trials=args.trials, methods=args.methods, n_val=args.n_val,
                               max_unlabeled=args.max_unlabeled, teacher_hidden=tuple(args.teacher_hidden),
                               teacher_epochs=args.teacher_epochs, student=args.student,
                               student_hidden=tuple(args.student_hidden), student_epochs=args.student_epochs,

@@ -31,9 +31,10 @@ from ._validation import as_float_array, check_labels
 __all__ = ["label_rank", "top1_margin", "topj_margins", "topk_mask", "topk_mask_torch"]
 
 
-def _by_row_chunks(fn, n_rows: int, n_entries: int) -> None:
-    """Run a row-wise kernel call ``fn(rows)`` over all rows, threaded when large."""
-    map_row_chunks(fn, n_rows, n_threads(None, n_entries))
+def _by_row_chunks(fn, n_rows: int, n_entries: int, n_jobs=None) -> None:
+    """Run a row-wise kernel call ``fn(rows)`` over all rows, threaded when
+    large (or as ``n_jobs`` says; see :func:`slamlearn._parallel.n_threads`)."""
+    map_row_chunks(fn, n_rows, n_threads(n_jobs, n_entries))
 
 
 def _scores(p, name):
@@ -43,12 +44,14 @@ def _scores(p, name):
     return arr
 
 
-def top1_margin(proba) -> np.ndarray:
+def top1_margin(proba, *, n_jobs=None) -> np.ndarray:
     """Largest minus second-largest probability of each row.
 
     Parameters
     ----------
     proba : array-like of shape (n_samples, n_classes)
+    n_jobs : int or None, default=None
+        Threads; None uses every core for inputs of 2**18 entries or more.
 
     Returns
     -------
@@ -58,16 +61,18 @@ def top1_margin(proba) -> np.ndarray:
     if p.shape[1] < 2:
         raise ValueError("proba must have at least 2 columns to define a margin")
     out = np.empty(p.shape[0], dtype=p.dtype)
-    _by_row_chunks(lambda r: _rows.top1_margin(p[r], out[r]), p.shape[0], p.size)
+    _by_row_chunks(lambda r: _rows.top1_margin(p[r], out[r]), p.shape[0], p.size, n_jobs)
     return out
 
 
-def topj_margins(proba) -> np.ndarray:
+def topj_margins(proba, *, n_jobs=None) -> np.ndarray:
     """All top-j margins at once.
 
     Parameters
     ----------
     proba : array-like of shape (n_samples, n_classes)
+    n_jobs : int or None, default=None
+        Threads; None uses every core for inputs of 2**18 entries or more.
 
     Returns
     -------
@@ -79,11 +84,11 @@ def topj_margins(proba) -> np.ndarray:
     if p.shape[1] < 2:
         raise ValueError("proba must have at least 2 columns to define a margin")
     out = np.empty((p.shape[0], p.shape[1] - 1), dtype=p.dtype)
-    _by_row_chunks(lambda r: _rows.topj_margins_sorted(np.sort(p[r], axis=1), out[r]), p.shape[0], p.size)
+    _by_row_chunks(lambda r: _rows.topj_margins_sorted(np.sort(p[r], axis=1), out[r]), p.shape[0], p.size, n_jobs)
     return out
 
 
-def label_rank(proba, y) -> np.ndarray:
+def label_rank(proba, y, *, n_jobs=None) -> np.ndarray:
     """0-based rank of each row's label among its classes (0 = top-1).
 
     The label is in the teacher's top-j exactly when its rank is ``< j``.
@@ -92,7 +97,7 @@ def label_rank(proba, y) -> np.ndarray:
     p = _scores(proba, "proba")
     labels = check_labels(y, n_classes=p.shape[1], n_samples=p.shape[0])
     out = np.empty(p.shape[0], dtype=np.intp)
-    _by_row_chunks(lambda r: _rows.label_rank(p[r], labels[r], out[r]), p.shape[0], p.size)
+    _by_row_chunks(lambda r: _rows.label_rank(p[r], labels[r], out[r]), p.shape[0], p.size, n_jobs)
     return out
 
 

@@ -57,13 +57,26 @@ def plot_accuracy_vs_labeled(table: dict, path, *, title: str = "") -> Path:
     return path
 
 
+def _out_of_fold_alpha(calibrator, proba: np.ndarray, y: np.ndarray, n_splits: int = 5) -> np.ndarray:
+    """alpha for each validation row from a calibrator fitted without it, so
+    the reliability diagram is not judged on the points it was fitted on."""
+    from sklearn.base import clone
+    from sklearn.model_selection import KFold
+
+    alpha = np.empty(proba.shape[0])
+    for fit_rows, held in KFold(n_splits, shuffle=True, random_state=0).split(proba):
+        alpha[held] = clone(calibrator).fit(proba[fit_rows], y[fit_rows]).predict(proba[held])
+    return alpha
+
+
 def plot_calibration(calibrator, proba: np.ndarray, y: np.ndarray, path, *, title: str = "", n_bins: int = 10) -> Path:
     """Figure 1 style: alpha(margin) over the validation points, and a
-    reliability diagram (mean alpha vs observed top-1 accuracy per bin)."""
+    reliability diagram of out-of-fold alpha (5-fold) against the observed
+    top-1 accuracy per bin."""
     plt = _pyplot()
     margin = top1_margin(proba)
     correct = (label_rank(proba, y) == 0).astype(float)
-    alpha = calibrator.predict(proba)
+    alpha = _out_of_fold_alpha(calibrator, proba, y)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     jitter = np.random.default_rng(0).uniform(-0.03, 0.03, correct.shape[0])
     ax1.scatter(margin, correct + jitter, s=6, color="0.6", alpha=0.5, label="validation (margin, correct)")
@@ -80,13 +93,13 @@ def plot_calibration(calibrator, proba: np.ndarray, y: np.ndarray, path, *, titl
     pred = [alpha[which == b].mean() for b in range(n_bins) if (which == b).any()]
     obs = [correct[which == b].mean() for b in range(n_bins) if (which == b).any()]
     ax2.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
-    ax2.plot(pred, obs, "o-", color="C1", label="alpha vs observed accuracy")
+    ax2.plot(pred, obs, "o-", color="C1", label="out-of-fold alpha vs observed accuracy")
     ax2.set_xlabel("mean predicted alpha (bin)")
     ax2.set_ylabel("observed teacher accuracy (bin)")
     ax2.set_xlim(0, 1.02)
     ax2.set_ylim(0, 1.02)
     ax2.legend(fontsize=8, loc="upper left")
-    ax2.set_title("reliability diagram (validation set)")
+    ax2.set_title("reliability diagram (validation set, 5-fold)")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

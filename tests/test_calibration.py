@@ -175,6 +175,7 @@ def _expected_failures(estimator):
             "check_sample_weights_not_an_array",
             "check_sample_weights_shape",
             "check_sample_weights_not_overwritten",
+            "check_sample_weights_pandas_series",
         )
     }
     if estimator.input == "proba":
@@ -197,3 +198,24 @@ def _expected_failures(estimator):
 )
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+def test_chunked_prediction_matches_and_reads_memmaps(tmp_path):
+    p, y = noisy_teacher(400, 6, seed=11, dtype=np.float32)
+    q, _ = noisy_teacher(30_000, 6, seed=12, dtype=np.float32)
+    whole = TeacherCalibrator(k="auto").fit(p, y)
+    # 1 KiB of temporaries forces hundreds of chunks, on every core
+    tiny = TeacherCalibrator(k="auto", max_memory=1024, n_jobs=-1).fit(p, y)
+    path = tmp_path / "teacher.f32"
+    mm = np.memmap(path, dtype=np.float32, mode="w+", shape=q.shape)
+    mm[:] = q
+    mm.flush()
+    ro = np.memmap(path, dtype=np.float32, mode="r", shape=q.shape)
+    np.testing.assert_array_equal(tiny.transform(ro), whole.transform(q))
+    np.testing.assert_array_equal(tiny.predict_k(ro), whole.predict_k(q))
+    bad = q.copy()
+    bad[29_999, 0] = 2.0  # only in the last chunk
+    with pytest.raises(ValueError, match="must sum to 1"):
+        tiny.predict(bad)
+    with pytest.raises(ValueError, match="max_memory must be a positive number"):
+        TeacherCalibrator(max_memory=0).fit(p, y).predict(q)
