@@ -17,6 +17,7 @@ from .calibration import TeacherCalibrator
 from .classifier import SLaMClassifier
 from .isotonic import StepFunctions, fit_step_function, fit_step_functions, isotonic_regression
 from .margins import label_rank, top1_margin, topj_margins, topk_mask, topk_mask_torch
+from .sparse import TopKProba
 
 __version__ = "0.1.0"
 
@@ -24,6 +25,7 @@ __all__ = [
     "StepFunctions",
     "SLaMClassifier",
     "TeacherCalibrator",
+    "TopKProba",
     "fit_step_function",
     "fit_step_functions",
     "isotonic_regression",

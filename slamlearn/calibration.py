@@ -3,6 +3,8 @@
 :class:`TeacherCalibrator` implements Appendix B.1 and Algorithm 2 of the SLaM
 paper as a scikit-learn estimator. Its input ``X`` is the teacher's output on a
 labeled validation set the teacher never trained on, and ``y`` the true labels.
+``X`` may also be a :class:`~slamlearn.sparse.TopKProba` (each row's top-m
+probabilities, as bulk inference stores them).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from . import margins
 from ._parallel import n_threads
 from ._validation import check_labels, check_proba, check_sample_weight, check_unit_interval
 from .isotonic import fit_step_function, fit_step_functions
+from .sparse import TopKProba
 
 __all__ = ["TeacherCalibrator"]
 
@@ -52,7 +55,9 @@ class TeacherCalibrator(TransformerMixin, BaseEstimator):
         Top-k accuracy that ``"global"`` and ``"auto"`` aim for.
     input : {"proba", "logits"}, default="proba"
         Whether ``X`` holds probabilities (rows sum to one) or logits, which
-        are turned into probabilities by a softmax.
+        are turned into probabilities by a softmax. A :class:`TopKProba`
+        ``X`` must hold probabilities: top-m logits cannot be normalised
+        without the other classes' logits.
     n_jobs : int or None, default=None
         Threads for the ``"auto"`` fits and for prediction chunks. None uses
         every core for large inputs (at least 2**18 entries) and one thread
@@ -61,7 +66,8 @@ class TeacherCalibrator(TransformerMixin, BaseEstimator):
         Bound on the temporary memory of :meth:`predict`, :meth:`predict_k`
         and :meth:`transform`, in bytes: they work through the rows chunk by
         chunk (all threads together stay within it), so any number of rows,
-        e.g. a memory-mapped file, can be processed.
+        e.g. a memory-mapped file, can be processed. The same holds for a
+        :class:`TopKProba` ``X``, chunked by rows of its lists.
 
     Attributes
     ----------
@@ -83,6 +89,12 @@ class TeacherCalibrator(TransformerMixin, BaseEstimator):
 
     Notes
     -----
+    Every method taking ``X`` also accepts a :class:`TopKProba`, with
+    ``n_features_in_ = n_classes``; its unlisted classes share the missing
+    mass uniformly (see :mod:`slamlearn.sparse`), so the results are those
+    for ``X.to_dense()``, computed without building it. With ``m =
+    n_classes`` they equal those for the dense probabilities.
+
     Degenerate validation sets give documented results rather than errors:
     a teacher right on every validation example gives alpha = 1 everywhere
     (SLaM then equals vanilla distillation); one wrong on every example gives
@@ -120,6 +132,11 @@ class TeacherCalibrator(TransformerMixin, BaseEstimator):
     def _proba(self, X, y=None, *, reset: bool):
         """scikit-learn's generic checks (with its standard messages), then the
         probability-specific ones; returns probabilities (and labels)."""
+        if isinstance(X, TopKProba):
+            self._check_sparse(X, reset=reset)
+            if y is None:
+                return X
+            return X, check_labels(y, n_classes=X.n_classes, n_samples=len(X), name="y")
         kwargs = dict(dtype=[np.float64, np.float32], ensure_min_features=2, reset=reset)
         if y is None and not reset:
             X = validate_data(self, X, **kwargs)
@@ -129,6 +146,31 @@ class TeacherCalibrator(TransformerMixin, BaseEstimator):
         if y is None:
             return proba
         return proba, check_labels(y, n_classes=proba.shape[1], n_samples=proba.shape[0], name="y")
+
+    def _check_sparse(self, X: TopKProba, *, reset: bool) -> None:
+        """The checks ``validate_data`` makes, for a TopKProba (whose own
+        checks ran when it was built), and its ``n_features_in_``."""
+        if self.input == "logits":
+            raise ValueError(
+                "input='logits' cannot be used with a TopKProba X: top-m logits cannot be normalised without the "
+                "other classes' logits. Store top-m probabilities (softmax over all classes) and use input='proba'."
+            )
+        if self.input != "proba":
+            raise ValueError(f"input must be 'proba' or 'logits'; got {self.input!r}")
+        L = X.n_classes
+        if L < 2:
+            raise ValueError(f"Found a TopKProba with {L} class(es) while a minimum of 2 is required by "
+                             f"{type(self).__name__}.")
+        if len(X) == 0:
+            raise ValueError(f"Found a TopKProba with 0 rows while a minimum of 1 is required by "
+                             f"{type(self).__name__}.")
+        if reset:
+            self.n_features_in_ = L
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        elif L != self.n_features_in_:
+            raise ValueError(f"X has {L} features, but {type(self).__name__} is expecting "
+                             f"{self.n_features_in_} features as input.")
 
     def _check_params(self, n_classes: int):
         lb = check_unit_interval(self.lower_bound, name="lower_bound")
@@ -150,7 +192,7 @@ class TeacherCalibrator(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_classes)
+        X : array-like of shape (n_samples, n_classes) or TopKProba
             Teacher probabilities (or logits with ``input="logits"``) on
             examples the teacher did not train on.
         y : array-like of shape (n_samples,)
@@ -195,9 +237,13 @@ class TeacherCalibrator(TransformerMixin, BaseEstimator):
         return self
 
     # -- prediction -----------------------------------------------------------------
-    def _check_X(self, X) -> np.ndarray:
-        """scikit-learn's generic checks only; probability checks run per chunk."""
+    def _check_X(self, X):
+        """scikit-learn's generic checks only; probability checks run per chunk
+        (a TopKProba was checked when built)."""
         check_is_fitted(self, "alpha_steps_")
+        if isinstance(X, TopKProba):
+            self._check_sparse(X, reset=False)
+            return X
         return validate_data(self, X, reset=False, dtype=[np.float64, np.float32], ensure_min_features=2)
 
     def _chunk_rows(self, n_classes: int) -> int:
@@ -210,19 +256,26 @@ class TeacherCalibrator(TransformerMixin, BaseEstimator):
     def _threads(self, size: int) -> int:
         return n_threads(self.n_jobs, size)
 
-    def _by_chunks(self, X: np.ndarray, out: np.ndarray, fn) -> np.ndarray:
+    def _by_chunks(self, X, out: np.ndarray, fn) -> np.ndarray:
         """Fill ``out[rows]`` with ``fn(probabilities of rows)`` chunk by chunk:
         memory stays bounded by ``max_memory`` whatever the number of rows,
-        and chunks run on several threads (the kernels release the GIL)."""
+        and chunks run on several threads (the kernels release the GIL).
+        A TopKProba chunk is its rows' lists, read into memory (and put in
+        canonical order) once for all the functions applied to it; the sparse
+        functions' temporaries per row are of the dense ones' order."""
         n, L = X.shape
+        sparse = isinstance(X, TopKProba)
         step = self._chunk_rows(L)
         starts = list(range(0, n, step))
 
         def work(i: int):
             rows = slice(starts[i], starts[i] + step)
-            out[rows] = fn(check_proba(X[rows], name="X (teacher probabilities)", input=self.input))
+            if sparse:
+                out[rows] = fn(X[rows].copy())
+            else:
+                out[rows] = fn(check_proba(X[rows], name="X (teacher probabilities)", input=self.input))
 
-        threads = min(self._threads(X.size), len(starts))
+        threads = min(self._threads(n * L), len(starts))
         if threads <= 1:
             for i in range(len(starts)):
                 work(i)
@@ -231,10 +284,10 @@ class TeacherCalibrator(TransformerMixin, BaseEstimator):
                 list(pool.map(work, range(len(starts))))
         return out
 
-    def _alpha(self, proba: np.ndarray) -> np.ndarray:
+    def _alpha(self, proba) -> np.ndarray:
         return self.alpha_steps_.predict(margins.top1_margin(proba, n_jobs=1))
 
-    def _k(self, proba: np.ndarray) -> np.ndarray:
+    def _k(self, proba) -> np.ndarray:
         if self.topj_steps_ is None:
             return np.full(proba.shape[0], self.k_, dtype=np.intp)
         t = check_unit_interval(self.threshold, name="threshold")

@@ -15,6 +15,13 @@ Tie rule (identical in the NumPy and torch versions): classes are ranked by
 decreasing score and, among equal scores, by increasing class index -- the
 order of a stable sort by decreasing score. It decides which of several tied
 classes enter a top-k mask and the rank of a label tied with others.
+
+Sparse input: :func:`top1_margin`, :func:`topj_margins`, :func:`label_rank`
+and :func:`topk_mask` also accept a :class:`~slamlearn.sparse.TopKProba`
+(each row's top-m probabilities) and hand it to :mod:`slamlearn.sparse`,
+which builds the needed part of each implied dense row (its missing-mass
+rule) and applies the kernels used here to it, so the results equal those on
+``TopKProba.to_dense()``.
 """
 
 from __future__ import annotations
@@ -24,9 +31,11 @@ import numbers
 import numpy as np
 import torch
 
+from . import sparse as _sparse
 from ._ext import _rows
 from ._parallel import map_row_chunks, n_threads
 from ._validation import as_float_array, check_labels
+from .sparse import TopKProba
 
 __all__ = ["label_rank", "top1_margin", "topj_margins", "topk_mask", "topk_mask_torch"]
 
@@ -49,7 +58,7 @@ def top1_margin(proba, *, n_jobs=None) -> np.ndarray:
 
     Parameters
     ----------
-    proba : array-like of shape (n_samples, n_classes)
+    proba : array-like of shape (n_samples, n_classes) or TopKProba
     n_jobs : int or None, default=None
         Threads; None uses every core for inputs of 2**18 entries or more.
 
@@ -57,6 +66,8 @@ def top1_margin(proba, *, n_jobs=None) -> np.ndarray:
     -------
     ndarray of shape (n_samples,), in the input's float dtype.
     """
+    if isinstance(proba, TopKProba):
+        return _sparse.top1_margin(proba, n_jobs=n_jobs)
     p = _scores(proba, "proba")
     if p.shape[1] < 2:
         raise ValueError("proba must have at least 2 columns to define a margin")
@@ -70,7 +81,7 @@ def topj_margins(proba, *, n_jobs=None) -> np.ndarray:
 
     Parameters
     ----------
-    proba : array-like of shape (n_samples, n_classes)
+    proba : array-like of shape (n_samples, n_classes) or TopKProba
     n_jobs : int or None, default=None
         Threads; None uses every core for inputs of 2**18 entries or more.
 
@@ -80,6 +91,8 @@ def topj_margins(proba, *, n_jobs=None) -> np.ndarray:
         Column ``j - 1`` holds the top-j margin. Sums are accumulated in
         double precision and stored in the input's float dtype.
     """
+    if isinstance(proba, TopKProba):
+        return _sparse.topj_margins(proba, n_jobs=n_jobs)
     p = _scores(proba, "proba")
     if p.shape[1] < 2:
         raise ValueError("proba must have at least 2 columns to define a margin")
@@ -94,6 +107,8 @@ def label_rank(proba, y, *, n_jobs=None) -> np.ndarray:
     The label is in the teacher's top-j exactly when its rank is ``< j``.
     Ties follow the module's tie rule.
     """
+    if isinstance(proba, TopKProba):
+        return _sparse.label_rank(proba, y, n_jobs=n_jobs)
     p = _scores(proba, "proba")
     labels = check_labels(y, n_classes=p.shape[1], n_samples=p.shape[0])
     out = np.empty(p.shape[0], dtype=np.intp)
@@ -124,7 +139,7 @@ def topk_mask(scores, k) -> np.ndarray:
 
     Parameters
     ----------
-    scores : array-like of shape (n_samples, n_classes)
+    scores : array-like of shape (n_samples, n_classes) or TopKProba
     k : int or array-like of shape (n_samples,)
         How many entries to mark, per row or for all rows; ``1 <= k <= L``.
 
@@ -134,6 +149,8 @@ def topk_mask(scores, k) -> np.ndarray:
         Exactly ``k[i]`` entries of row ``i`` are True (tie rule in the
         module docstring).
     """
+    if isinstance(scores, TopKProba):
+        return _sparse.topk_mask(scores, k)
     s = _scores(scores, "scores")
     kk = _check_k(k, s.shape[0], s.shape[1])
     return _topk_mask_kernel(s, kk)
