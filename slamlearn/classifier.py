@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+import os
 
 import numpy as np
 import torch
@@ -24,12 +25,11 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from . import margins
-from ._objective import BatchObjective, ObjectiveConfig, RowData
-from ._training import TrainConfig, resolve_device, train
-from ._validation import as_float_array, check_proba, check_sample_weight
+from ._objective import BatchObjective, ObjectiveConfig, RowStore, prepare_batch, raw_importance
+from ._training import BatchPlan, Checkpoint, TrainConfig, dist_info, resolve_device, train
+from ._validation import check_proba, check_sample_weight
 from .calibration import TeacherCalibrator
-from .objectives import (BASE_LOSSES, VIDHead, estimate_transition, fidelity_weights, importance_weights, temper,
-                         ups_selection)
+from .objectives import BASE_LOSSES, VIDHead, estimate_transition, fidelity_weights
 from .students import build_student, logits_and_embedding
 
 __all__ = ["SLaMClassifier"]
@@ -56,6 +56,22 @@ def _float_tensor(a: np.ndarray) -> torch.Tensor:
     read-only memory (e.g. a read-only memmap), so that is copied."""
     a = np.asarray(a, dtype=np.float32)
     return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+
+class _TrainModule(torch.nn.Module):
+    """What the optimiser trains: the student and an optional VID head, in one
+    module so that DistributedDataParallel synchronises both."""
+
+    def __init__(self, student: torch.nn.Module, vid_head: VIDHead | None = None):
+        super().__init__()
+        self.student = student
+        self.vid_head = vid_head
+
+    def forward(self, x: torch.Tensor, features: torch.Tensor | None = None):
+        if self.vid_head is None:
+            return self.student(x), None
+        logits, emb = logits_and_embedding(self.student, x)
+        return logits, self.vid_head(emb.flatten(1).float(), features)
 
 
 class SLaMClassifier(ClassifierMixin, BaseEstimator):
@@ -156,6 +172,31 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
     n_iter_no_change : int, default=10
     tol : float, default=1e-4
     device : {"auto", "cpu", "cuda"} or torch.device, default="auto"
+        Training device. With CUDA and in-memory data, every tensor (rows,
+        masks, loss) lives on the device: no host copies per step.
+    precision : {"float32", "bfloat16", "float16"}, default="float32"
+        Mixed precision: the student runs under ``torch.autocast`` in the
+        given dtype while the SLaM loss stays in float32 (float16 also uses a
+        gradient scaler).
+    in_memory : bool or "auto", default="auto"
+        Whether to put every row on the device before training. "auto" does
+        unless ``X`` is a memory map or torch ``Dataset`` or ``teacher_proba``
+        is a memory map; otherwise batches are read from the host as needed
+        (pinned memory on CUDA, ``num_workers`` loader processes), so the data
+        may be larger than memory.
+    num_workers : int, default=0
+        DataLoader worker processes for batches read from the host.
+    distributed : "auto" or False, default="auto"
+        Under ``torchrun`` (or an initialised default process group), train
+        with DistributedDataParallel: gloo on CPU, nccl on CUDA; every rank
+        takes an equal share of each global batch of ``batch_size`` rows, so
+        the result matches a single-process run; all ranks end with the same
+        model. See README for the multi-GPU recipe.
+    checkpoint_path : str or None, default=None
+        File where rank 0 saves the training state after every epoch.
+    resume : bool, default=False
+        Continue from ``checkpoint_path`` when it exists (same data and
+        parameters); the result equals an uninterrupted run.
     random_state : int, RandomState or None, default=None
         Seeds initialisation, dropout and batch order; on CPU a fixed seed
         gives identical results.
@@ -189,7 +230,8 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
                  distillation="soft", precompute_masks=True, optimizer="adam", lr=1e-3, weight_decay=0.0,
                  momentum=0.9, lr_schedule=None, max_epochs=50, batch_size=256, pretrain_epochs=0,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, device="auto",
-                 random_state=None, verbose=0, warm_start=False, **module_params):
+                 precision="float32", in_memory="auto", num_workers=0, distributed="auto", checkpoint_path=None,
+                 resume=False, random_state=None, verbose=0, warm_start=False, **module_params):
         self.student = student
         self.calibrator = calibrator
         self.classes = classes
@@ -224,6 +266,12 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
         self.device = device
+        self.precision = precision
+        self.in_memory = in_memory
+        self.num_workers = num_workers
+        self.distributed = distributed
+        self.checkpoint_path = checkpoint_path
+        self.resume = resume
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
@@ -283,13 +331,41 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
             v = getattr(self, name)
             if not isinstance(v, numbers.Integral) or v < 1:
                 raise ValueError(f"{name} must be a positive int; got {v!r}")
+        if self.precision not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"precision must be 'float32', 'bfloat16' or 'float16'; got {self.precision!r}")
+        if self.in_memory not in (True, False, "auto"):
+            raise ValueError(f"in_memory must be True, False or 'auto'; got {self.in_memory!r}")
+        if self.distributed not in ("auto", False):
+            raise ValueError(f"distributed must be 'auto' or False; got {self.distributed!r}")
+        if not isinstance(self.num_workers, numbers.Integral) or self.num_workers < 0:
+            raise ValueError(f"num_workers must be a non-negative int; got {self.num_workers!r}")
+        if self.resume and self.checkpoint_path is None:
+            raise ValueError("resume=True needs checkpoint_path")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in (0, 1); got {self.validation_fraction!r}")
         if self.calibrator is not None and not hasattr(self.calibrator, "predict_k"):
             raise ValueError("calibrator must be a TeacherCalibrator (or an object with predict and predict_k), "
                              f"got {type(self.calibrator).__name__}")
 
-    def _validate_X(self, X, reset: bool) -> np.ndarray:
+    def _validate_X(self, X, reset: bool):
+        if isinstance(X, torch.utils.data.Dataset):
+            if not hasattr(X, "__len__") or len(X) == 0:
+                raise ValueError("X as a torch Dataset must be map-style, with a length and at least one item")
+            return X  # items are checked as batches are read
+        if isinstance(X, np.memmap):
+            # scikit-learn's checks without a copy: the sum-based finiteness
+            # test reads the map once.
+            if X.ndim < 2 or X.shape[0] == 0:
+                raise ValueError(f"X must have at least 2 dimensions and one row; got shape {X.shape}")
+            if not reset and hasattr(self, "n_features_in_") and X.shape[1] != self.n_features_in_:
+                raise ValueError(f"X has {X.shape[1]} features, but SLaMClassifier is expecting "
+                                 f"{self.n_features_in_} features as input")
+            for s in range(0, X.shape[0], 1 << 16):
+                if not np.isfinite(np.asarray(X[s:s + (1 << 16)], dtype=np.float64).sum()):
+                    raise ValueError("X contains NaN or infinity")
+            if reset:
+                self.n_features_in_ = X.shape[1]
+            return X
         return validate_data(self, X, reset=reset, allow_nd=True, dtype=[np.float32, np.float64])
 
     def _labels(self, y, n: int, teacher_proba):
@@ -341,10 +417,14 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
         encoded[~unlabeled] = order[np.searchsorted(classes, labeled_y, sorter=order)]
         return classes, encoded, unlabeled
 
-    def _teacher_stats(self, proba_u, y_enc, teacher_proba, calibration_mask, alpha, k, n_classes):
-        """alpha and k for the teacher rows (and the calibrator used)."""
-        n_u = proba_u.shape[0]
-        if self.method not in _NEEDS_NOISE_MODEL:
+    def _teacher_stats(self, chunks, n_u, y_enc, teacher_proba, calibration_mask, alpha, k, n_classes):
+        """Validate the teacher rows chunk by chunk and return alpha, k for them
+        (and the calibrator used). ``chunks()`` yields (positions, probabilities)."""
+        needs_model = self.method in _NEEDS_NOISE_MODEL
+        if not needs_model or alpha is not None:
+            for _ in chunks():  # validation only
+                pass
+        if not needs_model:
             return np.ones(n_u), np.full(n_u, 2, dtype=np.intp), None
         if alpha is not None:
             a = np.asarray(alpha, dtype=np.float64)
@@ -373,16 +453,8 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
             return a, kk, None
         cal = self.calibrator if self.calibrator is not None else TeacherCalibrator()
         if calibration_mask is not None:
-            cm = np.asarray(calibration_mask)
-            if cm.dtype != bool or cm.shape != y_enc.shape:
-                raise ValueError(f"calibration_mask must be a boolean array with one entry per row "
-                                 f"({y_enc.shape[0]}); got dtype {cm.dtype}, shape {cm.shape}")
-            if (y_enc[cm] == UNLABELED).any():
-                raise ValueError("calibration_mask must only mark labeled rows (y != -1): the calibrator needs "
-                                 "their true labels")
-            if cm.sum() < 2:
-                raise ValueError("calibration_mask must mark at least 2 labeled rows")
-            cal_p = check_proba(np.asarray(teacher_proba)[cm], name="teacher_proba (calibration rows)")
+            cm = self._calibration_rows(calibration_mask, y_enc)
+            cal_p = check_proba(np.asarray(teacher_proba[cm]), name="teacher_proba (calibration rows)")
             cal = clone(cal).fit(cal_p, y_enc[cm])
         else:
             try:
@@ -393,7 +465,29 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
                     "on labeled rows the teacher never saw, give calibrator a fitted TeacherCalibrator (wrapped in "
                     "sklearn.frozen.FrozenEstimator to survive clone), or pass alpha= and k= to fit()"
                 ) from None
-        return cal.predict(proba_u), cal.predict_k(proba_u), cal
+        a = np.empty(n_u)
+        kk = np.empty(n_u, dtype=np.intp)
+        for pos, proba in chunks():
+            a[pos], kk[pos] = cal.predict(proba), cal.predict_k(proba)
+        return a, kk, cal
+
+    @staticmethod
+    def _calibration_rows(calibration_mask, y_enc) -> np.ndarray:
+        cm = np.asarray(calibration_mask)
+        if cm.dtype != bool or cm.shape != y_enc.shape:
+            raise ValueError(f"calibration_mask must be a boolean array with one entry per row "
+                             f"({y_enc.shape[0]}); got dtype {cm.dtype}, shape {cm.shape}")
+        if (y_enc[cm] == UNLABELED).any():
+            raise ValueError("calibration_mask must only mark labeled rows (y != -1): the calibrator needs "
+                             "their true labels")
+        if cm.sum() < 2:
+            raise ValueError("calibration_mask must mark at least 2 labeled rows")
+        return cm
+
+    def _in_memory(self, X, teacher_proba) -> bool:
+        if self.in_memory != "auto":
+            return bool(self.in_memory)
+        return not (isinstance(X, (torch.utils.data.Dataset, np.memmap)) or isinstance(teacher_proba, np.memmap))
 
     # -- fitting ------------------------------------------------------------------
     def fit(self, X, y, teacher_proba=None, sample_weight=None, calibration_mask=None, alpha=None, k=None,
@@ -402,11 +496,14 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, ...)
-            Features (2-D for "linear"/"mlp"; any shape a custom student takes).
+        X : array-like of shape (n_samples, ...), memory map or torch Dataset
+            Features (2-D for "linear"/"mlp"; any shape a custom student
+            takes). A ``np.memmap`` or a ``torch.utils.data.Dataset`` (items:
+            feature tensors, or tuples starting with one) is read batch by
+            batch, never whole.
         y : array-like of shape (n_samples,)
             True labels, or ``-1`` for rows labeled by the teacher.
-        teacher_proba : array-like of shape (n_samples, n_classes), optional
+        teacher_proba : array-like or memory map of shape (n_samples, n_classes), optional
             The teacher's probabilities. Required when some ``y`` is -1; only
             teacher rows and calibration rows are read (other rows may hold
             anything). Column ``j`` is class ``j``.
@@ -432,54 +529,69 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
         """
         self._check_params()
         reset = not (self.warm_start and hasattr(self, "module_"))
+        in_memory = self._in_memory(X, teacher_proba)
         X = self._validate_X(X, reset=reset)
-        n = X.shape[0]
+        n = len(X)
         classes, y_enc, unlabeled = self._labels(y, n, teacher_proba)
         L = classes.shape[0]
         w = check_sample_weight(sample_weight, n)
         idx_u = np.flatnonzero(unlabeled)
         idx_l = np.flatnonzero(~unlabeled)
         method = self.method
-        if idx_u.size == 0 and method != "slam" and method != "vanilla":
+        if idx_u.size == 0 and method not in ("slam", "vanilla"):
             raise ValueError(f"method={method!r} needs teacher rows (y == -1)")
+        device = resolve_device(self.device)
+        dist = dist_info(self.distributed, device)
+        if dist.active and device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dist.rank)) % torch.cuda.device_count())
 
-        # Teacher rows: validated probabilities, alpha, k.
+        # Teacher rows, validated and calibrated chunk by chunk (bounded memory).
+        chunk = max(1, (64 * 2**20) // (8 * max(L, 1)))
+
+        def teacher_chunks():
+            for s in range(0, idx_u.size, chunk):
+                rows = idx_u[s:s + chunk]
+                yield slice(s, s + rows.size), check_proba(np.asarray(teacher_proba[rows]),
+                                                           name="teacher_proba (teacher rows)")
+
         self.calibrator_ = None
         if idx_u.size:
-            proba_u = check_proba(np.asarray(teacher_proba)[idx_u], name="teacher_proba (teacher rows)")
-            a_u, k_u, self.calibrator_ = self._teacher_stats(proba_u, y_enc, teacher_proba, calibration_mask,
-                                                            alpha, k, L)
+            a_u, k_u, self.calibrator_ = self._teacher_stats(teacher_chunks, idx_u.size, y_enc, teacher_proba,
+                                                            calibration_mask, alpha, k, L)
         else:
-            proba_u = np.zeros((0, L))
             a_u, k_u = np.zeros(0), np.zeros(0, dtype=np.intp)
         self.teacher_alpha_, self.teacher_k_ = a_u, k_u
 
-        # Per-row targets: one-hot truth for labeled rows, teacher labels elsewhere.
-        target = np.zeros((n, L), dtype=np.float32)
-        target[idx_l, y_enc[idx_l]] = 1.0
-        if idx_u.size:
-            if self.distillation == "soft":
-                target[idx_u] = temper(proba_u, float(self.temperature_teacher))
-            else:
-                target[idx_u] = np.eye(L, dtype=np.float32)[proba_u.argmax(1)]
         mixes = method == "slam"
         alpha_all = np.ones(n, dtype=np.float32)
-        if mixes:
+        if mixes or method == "weighted":
             alpha_all[idx_u] = a_u
         k_all = np.full(n, 2, dtype=np.int64)
         k_all[idx_u] = k_u
+        weight = None
+        if w is not None or (self.fidelity_beta is not None and idx_u.size):
+            weight = np.ones(n, dtype=np.float32) if w is None else w.astype(np.float32)
+            if self.fidelity_beta is not None and idx_u.size:
+                u = self._row_array(teacher_uncertainty, "teacher_uncertainty", n, "fidelity_beta")
+                weight[idx_u] *= fidelity_weights(np.asarray(u[idx_u]), float(self.fidelity_beta),
+                                                  normalize=self.fidelity_normalize)
+        uncertainty = features = None
+        if method == "ups":
+            uncertainty = self._row_array(teacher_uncertainty, "teacher_uncertainty", n, "method='ups'")
+            if uncertainty.ndim == 2 and uncertainty.shape[1] != L:
+                raise ValueError(f"teacher_uncertainty must have shape (n_samples,) or (n_samples, {L})")
+        if self.vid_weight > 0:
+            features = self._row_array(teacher_features, "teacher_features", n, "vid_weight > 0", ndim=2)
 
-        weight = np.ones(n) if w is None else w.copy()
-        if self.fidelity_beta is not None and idx_u.size:
-            u = self._row_array(teacher_uncertainty, "teacher_uncertainty", n, "fidelity_beta")[idx_u]
-            weight[idx_u] *= fidelity_weights(u, float(self.fidelity_beta), normalize=self.fidelity_normalize)
-
-        cfg = ObjectiveConfig(method=method, base=self.base_loss,
+        cfg = ObjectiveConfig(method=method, n_classes=L, base=self.base_loss,
                               base_kw={"degree": int(self.taylor_degree), "epsilon": float(self.poly_epsilon)},
-                              normalize=bool(self.normalize_mix) and mixes,
+                              normalize=bool(self.normalize_mix) and method in ("slam", "weighted"),
+                              distillation=self.distillation,
                               temperature_labeled=float(self.temperature_labeled),
-                              temperature_teacher=float(self.temperature_teacher), vid_weight=float(self.vid_weight))
-        device = resolve_device(self.device)
+                              temperature_teacher=float(self.temperature_teacher), vid_weight=float(self.vid_weight),
+                              ups=dict(tau_pos=self.ups_tau_pos, kappa_pos=self.ups_kappa_pos,
+                                       tau_neg=self.ups_tau_neg, kappa_neg=self.ups_kappa_neg),
+                              importance_max_weight=float(self.importance_max_weight))
         if method in ("forward", "backward"):
             T = self._transition(teacher_proba, y_enc, calibration_mask, L)
             self.transition_ = T
@@ -488,34 +600,8 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
             else:
                 cfg.transition_inv = torch.as_tensor(np.linalg.inv(T), dtype=torch.float32, device=device)
 
-        data = RowData(X=_float_tensor(X).to(device), target=torch.as_tensor(target).to(device),
-                       alpha=torch.as_tensor(alpha_all).to(device), k=torch.as_tensor(k_all).to(device),
-                       is_teacher=torch.as_tensor(unlabeled).to(device),
-                       weight=None if (w is None and self.fidelity_beta is None)
-                       else torch.as_tensor(weight, dtype=torch.float32).to(device))
-        if mixes or method == "weighted":
-            mask_np = np.zeros((n, L), dtype=bool)
-            if idx_u.size:
-                mask_np[idx_u] = margins.topk_mask(proba_u, k_u)
-            if self.precompute_masks or method == "weighted":
-                data.mask = torch.as_tensor(mask_np).to(device)
-            else:
-                scores_np = np.zeros((n, L), dtype=np.float32)
-                scores_np[idx_u] = proba_u
-                data.scores = torch.as_tensor(scores_np).to(device)
-        else:
-            data.mask = torch.zeros(1, L, dtype=torch.bool, device=device).expand(n, L)
-        if method == "ups":
-            u = self._row_array(teacher_uncertainty, "teacher_uncertainty", n, "method='ups'")[idx_u]
-            pos, neg = ups_selection(proba_u, u, tau_pos=self.ups_tau_pos, kappa_pos=self.ups_kappa_pos,
-                                     tau_neg=self.ups_tau_neg, kappa_neg=self.ups_kappa_neg)
-            P_all, N_all = np.zeros((n, L), dtype=bool), np.zeros((n, L), dtype=bool)
-            P_all[idx_u], N_all[idx_u] = pos, neg
-            data.positive = torch.as_tensor(P_all, dtype=torch.float32).to(device)
-            data.negative = torch.as_tensor(N_all, dtype=torch.float32).to(device)
-        if self.vid_weight > 0:
-            feats = self._row_array(teacher_features, "teacher_features", n, "vid_weight > 0", ndim=2)
-            data.features = torch.as_tensor(feats, dtype=torch.float32).to(device)
+        store = self._row_store(X, y_enc, idx_u, teacher_proba, alpha_all, k_all, weight, uncertainty, features,
+                                L, in_memory, device, mixes or method == "weighted")
 
         # Early stopping holds out labeled rows.
         seed = _seed(self.random_state)
@@ -528,11 +614,15 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"early_stopping needs labeled rows to hold out: validation_fraction="
                                  f"{self.validation_fraction} of {idx_l.size} labeled rows leaves none to hold out "
                                  "or none to train on")
-            hold = rng.choice(idx_l, size=n_hold, replace=False)
+            hold = np.sort(rng.choice(idx_l, size=n_hold, replace=False))
             train_rows = np.setdiff1d(train_rows, hold)
-            holdout = (data.X[torch.as_tensor(hold, device=device)], torch.as_tensor(y_enc[hold], device=device))
-        rows_t = torch.as_tensor(train_rows, device=device)
-        labeled_rows_t = torch.as_tensor(np.intersect1d(train_rows, idx_l), device=device)
+            held = store.take(hold).to(device)
+            holdout = (held.X, held.labels)
+        labeled_rows = np.intersect1d(train_rows, idx_l)
+
+        checkpoint = None if self.checkpoint_path is None else Checkpoint(str(self.checkpoint_path),
+                                                                            resume=bool(self.resume))
+        saved = checkpoint.load() if checkpoint is not None else None
 
         # Seed initialisation and dropout without touching the caller's global RNG state.
         cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
@@ -540,80 +630,137 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
         with torch.random.fork_rng(devices=cuda_devices):
             torch.manual_seed(seed)
             if reset or not hasattr(self, "module_"):
-                self.module_ = build_student(self.student, tuple(X.shape[1:]), L, self._module_kwargs())
+                shape = tuple(X.shape[1:]) if hasattr(X, "shape") else tuple(store.take(np.arange(1)).X.shape[1:])
+                self.module_ = build_student(self.student, shape, L, self._module_kwargs())
                 self.history_ = []
             self.module_.to(device)
             self.classes_ = classes
-            gen = torch.Generator().manual_seed(seed)
+            autocast = self._autocast(device)
             common = dict(batch_size=int(self.batch_size), optimizer=self.optimizer, lr=float(self.lr),
                           weight_decay=float(self.weight_decay), momentum=float(self.momentum),
                           n_iter_no_change=int(self.n_iter_no_change), tol=float(self.tol),
-                          verbose=int(self.verbose), generator=gen, history=self.history_)
+                          verbose=int(self.verbose), seed=seed, num_workers=int(self.num_workers),
+                          pin_memory=device.type == "cuda" and not in_memory,
+                          grad_scaler=self.precision == "float16", history=self.history_)
+
+            def row_loss_for(objective):
+                def row_loss(model, batch):
+                    return objective(model, prepare_batch(batch, objective.cfg))
+                return row_loss
+
             pretrained = not reset
-            if self.pretrain_epochs and reset and labeled_rows_t.numel():
-                plain = ObjectiveConfig(method="vanilla", base=cfg.base, base_kw=cfg.base_kw,
+            skip_pretrain = saved is not None and saved["phase"] == "train"
+            if self.pretrain_epochs and reset and labeled_rows.size and not skip_pretrain:
+                plain = ObjectiveConfig(method="vanilla", n_classes=L, base=cfg.base, base_kw=cfg.base_kw,
                                         temperature_labeled=cfg.temperature_labeled)
-                train(self.module_, labeled_rows_t.numel(), BatchObjective(self.module_, data, labeled_rows_t, plain),
+                trainable = _TrainModule(self.module_).to(device)
+                train(self.module_, trainable, BatchPlan(labeled_rows, self.batch_size, seed, dist), store.take,
+                      row_loss_for(BatchObjective(plain, autocast)),
                       TrainConfig(epochs=int(self.pretrain_epochs), lr_schedule=None, phase="pretrain", **common),
-                      holdout=holdout, device=device)
+                      device=device, dist=dist, holdout=holdout, checkpoint=checkpoint,
+                      resume_state=saved if saved is not None and saved["phase"] == "pretrain" else None)
+                pretrained = True
+            elif skip_pretrain:
                 pretrained = True
             if method == "weighted" and idx_u.size:
                 if not pretrained:
                     raise ValueError("method='weighted' needs a student pre-trained on the labeled rows: set "
                                      "pretrain_epochs > 0, or fit on them first and refit with warm_start=True")
-                self._reweight_targets(data, idx_u, a_u, k_u, device)
-            self.vid_head_ = None
+                reference = copy.deepcopy(self.module_).eval()
+                if skip_pretrain:
+                    reference.load_state_dict(saved["reference"])
+                for p in reference.parameters():
+                    p.requires_grad_(False)
+                cfg.reference = reference
+                cfg.importance_scale = self._importance_scale(store, idx_u, cfg, device)
+            head = None
             if self.vid_weight > 0:
                 with torch.no_grad():
-                    _, e = logits_and_embedding(self.module_, data.X[:1])
-                self.vid_head_ = VIDHead(e.flatten(1).shape[1], data.features.shape[1]).to(device)
-            objective = BatchObjective(self.module_, data, rows_t, cfg, vid_head=self.vid_head_)
-            train(self.module_, rows_t.numel(), objective,
+                    _, e = logits_and_embedding(self.module_, store.take(np.arange(1)).X.to(device))
+                head = VIDHead(e.flatten(1).shape[1], features.shape[1])
+            trainable = _TrainModule(self.module_, head).to(device)
+            self.vid_head_ = head
+            extra = None if cfg.reference is None else (lambda: {"reference": cfg.reference.state_dict()})
+            train(self.module_, trainable, BatchPlan(train_rows, self.batch_size, seed, dist), store.take,
+                  row_loss_for(BatchObjective(cfg, autocast)),
                   TrainConfig(epochs=int(self.max_epochs), lr_schedule=self.lr_schedule, phase="train", **common),
-                  holdout=holdout, device=device,
-                  extra_params=() if self.vid_head_ is None else tuple(self.vid_head_.parameters()))
+                  device=device, dist=dist, holdout=holdout, checkpoint=checkpoint,
+                  resume_state=saved if skip_pretrain else None, extra_state=extra)
         self.module_.eval()
         return self
 
+    def _row_store(self, X, y_enc, idx_u, teacher_proba, alpha_all, k_all, weight, uncertainty, features, L,
+                   in_memory, device, needs_mask) -> RowStore:
+        """Per-row inputs: tensors on the device, or host arrays read per batch."""
+        n = len(y_enc)
+        if not in_memory:
+            return RowStore(X=X, labels=y_enc, alpha=alpha_all, k=k_all, n_classes=L,
+                            teacher=None if idx_u.size == 0 else teacher_proba,
+                            weight=weight, uncertainty=uncertainty, features=features)
+        teacher = mask = None
+        if idx_u.size:
+            dense = np.zeros((n, L), dtype=np.float32)
+            dense[idx_u] = np.asarray(teacher_proba[idx_u], dtype=np.float32)
+            teacher = torch.from_numpy(dense).to(device)
+            if needs_mask and self.precompute_masks:
+                # Each teacher row's top-k mask never changes: build it once.
+                mask_np = np.zeros((n, L), dtype=bool)
+                mask_np[idx_u] = margins.topk_mask(dense[idx_u], k_all[idx_u].astype(np.intp))
+                mask = torch.from_numpy(mask_np).to(device)
+
+        def dev(a, dtype=None):
+            return None if a is None else torch.as_tensor(np.asarray(a), dtype=dtype).to(device)
+
+        return RowStore(X=_float_tensor(X).to(device), labels=dev(y_enc), alpha=dev(alpha_all), k=dev(k_all),
+                        teacher=teacher, mask=mask, weight=dev(weight), uncertainty=dev(uncertainty, torch.float32),
+                        features=dev(features, torch.float32), n_classes=L)
+
+    def _importance_scale(self, store: RowStore, idx_u, cfg: ObjectiveConfig, device) -> float:
+        """Global factor that keeps the teacher rows' total label mass under the
+        importance weights (one pass over the teacher rows)."""
+        mass = weighted = 0.0
+        for s in range(0, idx_u.size, 4096):
+            batch = store.take(idx_u[s:s + 4096]).to(device)
+            plain = ObjectiveConfig(method="slam", n_classes=cfg.n_classes, distillation=cfg.distillation,
+                                    temperature_teacher=cfg.temperature_teacher, base_kw=cfg.base_kw)
+            batch = prepare_batch(batch, plain)
+            beta = raw_importance(cfg.reference, batch, cfg, batch.target)
+            mass += float(batch.target.sum())
+            weighted += float((batch.target * beta).sum())
+        return mass / weighted if weighted > 0 else 1.0
+
+    def _autocast(self, device: torch.device) -> dict | None:
+        if self.precision == "float32":
+            return None
+        dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[self.precision]
+        return {"device_type": device.type, "dtype": dtype}
+
     @staticmethod
-    def _row_array(value, name: str, n: int, needed_by: str, ndim: int | None = None) -> np.ndarray:
+    def _row_array(value, name: str, n: int, needed_by: str, ndim: int | None = None):
+        """A per-row input (memory maps stay memory maps; checked by chunks)."""
         if value is None:
             raise ValueError(f"{needed_by} needs the fit parameter {name}")
-        arr = as_float_array(value, name=name, ndim=ndim if ndim is not None else np.ndim(value))
-        if arr.shape[0] != n or arr.ndim not in (1, 2):
+        arr = value if isinstance(value, np.memmap) else np.asarray(value, dtype=np.float32)
+        if arr.ndim not in ((1, 2) if ndim is None else (ndim,)) or arr.shape[0] != n:
             raise ValueError(f"{name} must have one row per sample ({n}); got shape {arr.shape}")
+        for s in range(0, n, 1 << 16):
+            part = np.asarray(arr[s:s + (1 << 16)], dtype=np.float64)
+            if not np.isfinite(part).all():
+                raise ValueError(f"{name} contains NaN or infinity")
         return arr
 
     def _transition(self, teacher_proba, y_enc, calibration_mask, L):
         if calibration_mask is None:
             raise ValueError(f"method={self.method!r} estimates the teacher's transition matrix on labeled rows "
                              "the teacher never saw: pass calibration_mask")
-        cm = np.asarray(calibration_mask, dtype=bool)
-        if cm.shape != y_enc.shape or (y_enc[cm] == UNLABELED).any() or not cm.any():
-            raise ValueError("calibration_mask must be a boolean array marking labeled rows (one entry per row)")
-        proba_v = check_proba(np.asarray(teacher_proba)[cm], name="teacher_proba (calibration rows)")
+        cm = self._calibration_rows(calibration_mask, y_enc)
+        proba_v = check_proba(np.asarray(teacher_proba[cm]), name="teacher_proba (calibration rows)")
         T = estimate_transition(proba_v, y_enc[cm], L, smoothing=float(self.transition_smoothing),
                                 hard=self.distillation == "hard")
         if self.method == "backward" and np.linalg.cond(T) > 1e8:
             raise ValueError("the estimated transition matrix is singular, so backward correction is undefined; "
                              "raise transition_smoothing or use method='forward'")
         return T
-
-    def _reweight_targets(self, data: RowData, idx_u, a_u, k_u, device) -> None:
-        """Weighted distillation: scale each teacher label by importance weights
-        from the pre-trained student (see objectives.importance_weights)."""
-        self.module_.eval()
-        rows = torch.as_tensor(idx_u, device=device)
-        with torch.no_grad():
-            student = torch.cat([torch.softmax(self.module_(data.X[rows[s:s + 4096]]).float(), 1)
-                                 for s in range(0, rows.numel(), 4096)]).double().cpu().numpy()
-        self.module_.train()
-        mask = data.mask[rows].cpu().numpy()
-        label = data.target[rows].double().cpu().numpy()
-        beta = importance_weights(student, label, a_u.astype(np.float64), mask, k_u,
-                                  normalize=bool(self.normalize_mix), max_weight=float(self.importance_max_weight))
-        self.importance_weights_ = beta
-        data.target[rows] = torch.as_tensor(label * beta, dtype=torch.float32, device=device)
 
     # -- prediction -----------------------------------------------------------------
     def _logits(self, X) -> torch.Tensor:
@@ -627,9 +774,10 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
         self.module_.eval()
         out = []
         step = max(int(self.batch_size) * 8, 1024)
+        store = RowStore(X=X, labels=np.zeros(len(X), dtype=np.int64), alpha=None, k=None)
         with torch.no_grad():
-            for s in range(0, X.shape[0], step):
-                xb = _float_tensor(X[s:s + step]).to(device)
+            for s in range(0, len(X), step):
+                xb = store._features(np.arange(s, min(s + step, len(X)))).to(device)
                 out.append(self.module_(xb).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, self.classes_.shape[0])
 

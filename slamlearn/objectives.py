@@ -81,13 +81,16 @@ def base_loss(q: torch.Tensor, target: torch.Tensor, kind: str = "ce", **kw) -> 
     return (target * per_class_loss(q, kind, **kw)).sum(1)
 
 
-def temper(proba: np.ndarray, temperature: float) -> np.ndarray:
+def temper(proba, temperature: float):
     """Soften (T > 1) or sharpen (T < 1) probability rows: ``softmax(log p / T)``
-    (Hinton et al. 2015, applied to stored teacher probabilities)."""
+    (Hinton et al. 2015, applied to stored teacher probabilities). NumPy
+    arrays or torch tensors."""
     if not temperature > 0:
         raise ValueError(f"temperatures must be positive; got {temperature}")
     if temperature == 1.0:
         return proba
+    if isinstance(proba, torch.Tensor):
+        return torch.softmax(proba.clamp_min(torch.finfo(proba.dtype).tiny).log() / temperature, dim=1)
     logp = np.log(np.clip(proba, 1e-300, None)) / temperature
     logp -= logp.max(1, keepdims=True)
     out = np.exp(logp)
@@ -126,9 +129,8 @@ def backward_corrected_loss(q: torch.Tensor, target: torch.Tensor, T_inv: torch.
     return (target * (per_class_loss(q, kind, **kw) @ T_inv.T)).sum(1)
 
 
-def importance_weights(student_proba: np.ndarray, teacher_label: np.ndarray, alpha: np.ndarray,
-                       mask: np.ndarray, k: np.ndarray | None = None, *, normalize: bool = False,
-                       max_weight: float = 10.0) -> np.ndarray:
+def importance_weights(student_proba, teacher_label, alpha, mask, k=None, *, normalize: bool = False,
+                       max_weight: float = 10.0, rescale: bool = True):
     """Per-class importance weights for teacher labels (weighted distillation).
 
     Importance reweighting (Liu and Tao 2016) makes the loss on noisy labels
@@ -140,17 +142,25 @@ def importance_weights(student_proba: np.ndarray, teacher_label: np.ndarray, alp
     through the teacher's noise model fitted on the validation set: under
     Definition 3.2, ``P_noisy(. | x) = mix(P_clean(. | x); alpha(x), k(x))``.
     The weights multiply each class of the teacher's label (a soft label is
-    an expectation over hard ones), are clipped at ``max_weight`` and are
-    then scaled so that the teacher rows keep their total label mass.
+    an expectation over hard ones), are clipped at ``max_weight`` and, with
+    ``rescale``, are then scaled so that the teacher rows keep their total
+    label mass (the estimator computes that factor over all teacher rows).
+    NumPy arrays or torch tensors.
 
     Returns
     -------
-    ndarray of shape (n, L): ``beta`` for every row and class.
+    array of shape (n, L): ``beta`` for every row and class.
     """
-    noisy = mix(student_proba, alpha, mask.astype(student_proba.dtype), k, normalize=normalize)
-    beta = np.minimum(student_proba / np.clip(noisy, 1e-12, None), max_weight)
-    mass = (teacher_label * beta).sum()
-    return beta * (teacher_label.sum() / mass if mass > 0 else 1.0)
+    if isinstance(student_proba, torch.Tensor):
+        noisy = mix(student_proba, alpha, mask.to(student_proba.dtype), k, normalize=normalize)
+        beta = (student_proba / noisy.clamp_min(1e-12)).clamp_max(max_weight)
+    else:
+        noisy = mix(student_proba, alpha, mask.astype(student_proba.dtype), k, normalize=normalize)
+        beta = np.minimum(student_proba / np.clip(noisy, 1e-12, None), max_weight)
+    if not rescale:
+        return beta
+    mass = float((teacher_label * beta).sum())
+    return beta * (float(teacher_label.sum()) / mass if mass > 0 else 1.0)
 
 
 def fidelity_weights(uncertainty: np.ndarray, beta: float, *, normalize: str = "total") -> np.ndarray:
@@ -188,15 +198,17 @@ def ups_selection(proba: np.ndarray, uncertainty: np.ndarray, *, tau_pos: float 
     Defaults are the UPS paper's. ``uncertainty`` is per row and class, or
     per row (shared by the classes).
 
+    NumPy arrays or torch tensors.
+
     Returns
     -------
     positive, negative : bool arrays of shape (n, L)
     """
-    u = np.asarray(uncertainty, dtype=np.float64)
+    u = uncertainty if isinstance(uncertainty, torch.Tensor) else np.asarray(uncertainty, dtype=np.float64)
     if u.ndim == 1:
-        u = np.broadcast_to(u[:, None], proba.shape)
-    if u.shape != proba.shape or not np.isfinite(u).all() or (u < 0).any():
-        raise ValueError(f"teacher_uncertainty must be finite, non-negative, of shape (n,) or {proba.shape}")
+        u = u[:, None]
+    if u.shape[0] != proba.shape[0] or u.shape[1] not in (1, proba.shape[1]) or not bool((u >= 0).all()):
+        raise ValueError(f"teacher_uncertainty must be non-negative, of shape (n,) or {tuple(proba.shape)}")
     positive = (proba >= tau_pos) & (u <= kappa_pos)
     negative = (proba <= tau_neg) & (u <= kappa_neg)
     return positive, negative

@@ -107,7 +107,7 @@ def test_deep_student_on_digit_images(student, extra):
     yy[300:] = -1
     cal = np.zeros(train.size, dtype=bool)
     cal[100:300] = True
-    clf = SLaMClassifier(student=student, max_epochs=12, lr=3e-3, batch_size=64, random_state=0, **extra)
+    clf = SLaMClassifier(student=student, max_epochs=25, lr=3e-3, batch_size=64, random_state=0, **extra)
     clf.fit(X[train], yy, teacher_proba=P, calibration_mask=cal)
     assert clf.score(X[test], y[test]) > 0.8
     assert clf.predict_proba(X[test]).shape == (test.size, 10)
