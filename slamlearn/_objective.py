@@ -23,6 +23,7 @@ from torch import nn
 from . import margins
 from .losses import slam_loss
 from .mixing import mix_coefficients
+from .sparse import TopKProba
 from .objectives import backward_corrected_loss, base_loss, importance_weights, temper, ups_loss, ups_selection
 
 __all__ = ["BatchObjective", "ObjectiveConfig", "RowBatch", "RowStore", "prepare_batch"]
@@ -66,6 +67,9 @@ def _take(store, ids: np.ndarray, dtype=None) -> torch.Tensor:
     keep memory-map access sequential; the order is restored after)."""
     if isinstance(store, torch.Tensor):
         return store[torch.as_tensor(ids, device=store.device)]
+    if isinstance(store, TopKProba):  # top-m rows: expanded by the missing-mass rule
+        t = torch.from_numpy(store.to_dense(np.asarray(ids)))
+        return t.to(dtype) if dtype is not None else t
     order = np.argsort(ids, kind="stable")
     rows = np.asarray(store[ids[order]])
     out = np.empty_like(rows)

@@ -30,6 +30,7 @@ from ._training import BatchPlan, Checkpoint, TrainConfig, dist_info, resolve_de
 from ._validation import check_proba, check_sample_weight
 from .calibration import TeacherCalibrator
 from .objectives import BASE_LOSSES, VIDHead, estimate_transition, fidelity_weights
+from .sparse import TopKProba
 from .students import build_student, logits_and_embedding
 
 __all__ = ["SLaMClassifier"]
@@ -454,7 +455,9 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
         cal = self.calibrator if self.calibrator is not None else TeacherCalibrator()
         if calibration_mask is not None:
             cm = self._calibration_rows(calibration_mask, y_enc)
-            cal_p = check_proba(np.asarray(teacher_proba[cm]), name="teacher_proba (calibration rows)")
+            cal_p = teacher_proba[cm]
+            if not isinstance(cal_p, TopKProba):
+                cal_p = check_proba(np.asarray(cal_p), name="teacher_proba (calibration rows)")
             cal = clone(cal).fit(cal_p, y_enc[cm])
         else:
             try:
@@ -487,7 +490,8 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
     def _in_memory(self, X, teacher_proba) -> bool:
         if self.in_memory != "auto":
             return bool(self.in_memory)
-        return not (isinstance(X, (torch.utils.data.Dataset, np.memmap)) or isinstance(teacher_proba, np.memmap))
+        return not (isinstance(X, (torch.utils.data.Dataset, np.memmap))
+                    or isinstance(teacher_proba, (np.memmap, TopKProba)))
 
     # -- fitting ------------------------------------------------------------------
     def fit(self, X, y, teacher_proba=None, sample_weight=None, calibration_mask=None, alpha=None, k=None,
@@ -503,10 +507,12 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
             batch, never whole.
         y : array-like of shape (n_samples,)
             True labels, or ``-1`` for rows labeled by the teacher.
-        teacher_proba : array-like or memory map of shape (n_samples, n_classes), optional
+        teacher_proba : array-like, memory map or TopKProba, shape (n_samples, n_classes), optional
             The teacher's probabilities. Required when some ``y`` is -1; only
             teacher rows and calibration rows are read (other rows may hold
-            anything). Column ``j`` is class ``j``.
+            anything). Column ``j`` is class ``j``. A :class:`TopKProba`
+            (only the top-m probabilities per row) is used directly, with its
+            missing-mass rule; with m = n_classes it gives the dense result.
         sample_weight : array-like of shape (n_samples,), optional
         calibration_mask : array-like of bool, shape (n_samples,), optional
             Labeled rows that have teacher probabilities and that the teacher
@@ -551,8 +557,10 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
         def teacher_chunks():
             for s in range(0, idx_u.size, chunk):
                 rows = idx_u[s:s + chunk]
-                yield slice(s, s + rows.size), check_proba(np.asarray(teacher_proba[rows]),
-                                                           name="teacher_proba (teacher rows)")
+                part = teacher_proba[rows]
+                if not isinstance(part, TopKProba):  # a TopKProba is validated when built
+                    part = check_proba(np.asarray(part), name="teacher_proba (teacher rows)")
+                yield slice(s, s + rows.size), part
 
         self.calibrator_ = None
         if idx_u.size:
@@ -700,7 +708,8 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
         teacher = mask = None
         if idx_u.size:
             dense = np.zeros((n, L), dtype=np.float32)
-            dense[idx_u] = np.asarray(teacher_proba[idx_u], dtype=np.float32)
+            rows = teacher_proba[idx_u]
+            dense[idx_u] = rows.to_dense() if isinstance(rows, TopKProba) else np.asarray(rows, dtype=np.float32)
             teacher = torch.from_numpy(dense).to(device)
             if needs_mask and self.precompute_masks:
                 # Each teacher row's top-k mask never changes: build it once.
@@ -754,7 +763,9 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"method={self.method!r} estimates the teacher's transition matrix on labeled rows "
                              "the teacher never saw: pass calibration_mask")
         cm = self._calibration_rows(calibration_mask, y_enc)
-        proba_v = check_proba(np.asarray(teacher_proba[cm]), name="teacher_proba (calibration rows)")
+        part = teacher_proba[cm]
+        proba_v = part.to_dense() if isinstance(part, TopKProba) else \
+            check_proba(np.asarray(part), name="teacher_proba (calibration rows)")
         T = estimate_transition(proba_v, y_enc[cm], L, smoothing=float(self.transition_smoothing),
                                 hard=self.distillation == "hard")
         if self.method == "backward" and np.linalg.cond(T) > 1e8:

@@ -233,9 +233,19 @@ class TopKProba:
         return self.indices.shape[0]
 
     def __getitem__(self, rows) -> "TopKProba":
-        if not isinstance(rows, slice):
-            raise TypeError(f"TopKProba supports row slices tp[a:b] only; got {type(rows).__name__}")
-        return self._view(self.indices[rows], self.values[rows], self.n_classes, self.is_sorted)
+        """Rows ``tp[a:b]`` (a view) or ``tp[ids]`` for an integer or boolean
+        array of rows (a copy of those rows)."""
+        if isinstance(rows, slice):
+            return self._view(self.indices[rows], self.values[rows], self.n_classes, self.is_sorted)
+        ids = np.asarray(rows)
+        if ids.dtype == bool:
+            if ids.shape != (len(self),):
+                raise IndexError(f"a boolean row mask must have {len(self)} entries; got shape {ids.shape}")
+            ids = np.flatnonzero(ids)
+        if ids.ndim != 1 or ids.dtype.kind not in "iu":
+            raise TypeError("TopKProba rows are selected by a slice or a 1-D integer or boolean array")
+        return self._view(np.asarray(self.indices[ids]), np.asarray(self.values[ids]), self.n_classes,
+                          self.is_sorted)
 
     def __repr__(self) -> str:
         return f"TopKProba(n_samples={len(self)}, m={self.m}, n_classes={self.n_classes}, dtype={self.dtype})"
@@ -334,9 +344,9 @@ class TopKProba:
 
         Parameters
         ----------
-        rows : slice, default=slice(None)
+        rows : slice or array of row ids, default=slice(None)
             Rows to expand. The result has ``n_classes`` columns per row, so
-            keep the slice small for large inputs.
+            keep the selection small for large inputs.
 
         Returns
         -------
@@ -345,7 +355,7 @@ class TopKProba:
             missing-mass share ``r`` (module docstring).
         """
         if not isinstance(rows, slice):
-            raise TypeError(f"rows must be a slice; got {type(rows).__name__}")
+            return self[rows].to_dense()
         idx, val = self._read(rows)
         out = np.empty((idx.shape[0], self.n_classes), dtype=self.dtype)
         r = self._share(val)

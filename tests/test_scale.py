@@ -139,3 +139,20 @@ def test_ddp_on_two_cpu_processes_matches_a_single_process(tmp_path):
     np.testing.assert_array_equal(r0, r1)  # identical on every rank
     np.testing.assert_allclose(r0, single.predict_proba(d.X), rtol=1e-4, atol=1e-5)
     assert (tmp_path / "ckpt.pt").exists()  # written by rank 0
+
+
+def test_sparse_teacher_outputs_train_like_dense(tmp_path):
+    from slamlearn import TopKProba
+
+    d, y, cal = _problem()
+    P = d.teacher_proba
+    kw = dict(max_epochs=3, random_state=0, device="cpu")
+    dense = SLaMClassifier(**kw).fit(d.X, y, teacher_proba=P, calibration_mask=cal)
+    full = SLaMClassifier(**kw).fit(d.X, y, teacher_proba=TopKProba.from_dense(P, 5), calibration_mask=cal)
+    np.testing.assert_allclose(full.predict_proba(d.X), dense.predict_proba(d.X), rtol=1e-5, atol=1e-6)
+    # top-2 only: the same as training on the dense matrix the missing-mass rule defines
+    top2 = TopKProba.from_dense(P, 2)
+    a = SLaMClassifier(**kw).fit(d.X, y, teacher_proba=top2, calibration_mask=cal)
+    b = SLaMClassifier(**kw).fit(d.X, y, teacher_proba=top2.to_dense(), calibration_mask=cal)
+    np.testing.assert_allclose(a.predict_proba(d.X), b.predict_proba(d.X), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.teacher_alpha_, b.teacher_alpha_)

@@ -107,8 +107,12 @@ def test_construction_tolerance_order_and_views(tmp_path):
     assert isinstance(view, TopKProba) and np.shares_memory(view.values, tp.values)
     np.testing.assert_array_equal(view.to_dense(), tp.to_dense()[1:])
     np.testing.assert_array_equal(tp.to_dense(slice(1, 2)), tp.to_dense()[1:])
-    with pytest.raises(TypeError, match="row slices"):
+    with pytest.raises(TypeError, match="selected by a slice or a 1-D integer or boolean array"):
         tp[0]
+    # integer and boolean row selections copy those rows
+    np.testing.assert_array_equal(tp[np.array([1, 0])].to_dense(), tp.to_dense()[[1, 0]])
+    np.testing.assert_array_equal(tp.to_dense(np.array([1])), tp.to_dense()[1:])
+    np.testing.assert_array_equal(tp[np.array([False, True])].to_dense(), tp.to_dense()[1:])
     # memory-mapped input is neither copied nor reordered in place
     path = tmp_path / "vals.f16"
     mm = np.memmap(path, dtype=np.float16, mode="w+", shape=(2, 3))
