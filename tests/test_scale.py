@@ -156,3 +156,16 @@ def test_sparse_teacher_outputs_train_like_dense(tmp_path):
     b = SLaMClassifier(**kw).fit(d.X, y, teacher_proba=top2.to_dense(), calibration_mask=cal)
     np.testing.assert_allclose(a.predict_proba(d.X), b.predict_proba(d.X), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(a.teacher_alpha_, b.teacher_alpha_)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_cuda_training_keeps_rows_on_the_device(precision, tmp_path):
+    d, y, cal = _problem()
+    clf = SLaMClassifier(device="cuda", precision=precision, max_epochs=2, random_state=0)
+    clf.fit(d.X, y, teacher_proba=d.teacher_proba, calibration_mask=cal)
+    assert next(clf.module_.parameters()).device.type == "cuda"
+    X_mm = _memmap(tmp_path / "X.f32", d.X.astype(np.float32))
+    streamed = SLaMClassifier(device="cuda", max_epochs=2, random_state=0).fit(
+        X_mm, y, teacher_proba=d.teacher_proba, calibration_mask=cal)
+    assert streamed.score(d.X[:500], d.y[:500]) > 0.3
