@@ -814,11 +814,11 @@ class SLaMClassifier(ClassifierMixin, BaseEstimator):
 
     # -- pickling: always CPU tensors so a GPU-trained model loads anywhere ----------
     def __getstate__(self):
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
-        state = dict(state)
-        module = state.get("module_")
-        if module is not None and any(p.device.type != "cpu" for p in module.parameters()):
-            state["module_"] = copy.deepcopy(module).to("cpu")
+        state = dict(super().__getstate__())
+        for name in ("module_", "vid_head_"):
+            module = state.get(name)
+            if module is not None and any(p.device.type != "cpu" for p in module.parameters()):
+                state[name] = copy.deepcopy(module).to("cpu")
         return state
 
     def __sklearn_tags__(self):
