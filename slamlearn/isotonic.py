@@ -180,8 +180,8 @@ class StepFunctions:
         if self.n_functions == 1 and np.ndim(queries) == 1:
             q = self._queries(queries, 1)
             out = np.empty_like(q)
-            table_off, tables, lo, scale = self._tables
-            _steps.predict_one(q, self.knots, self.values, tables, lo[0], scale[0], out)
+            table_off, tables, lo, scale, top_step = self._tables
+            _steps.predict_one(q, self.knots, self.values, tables, lo[0], scale[0], top_step[0], out)
             return out
         q = self._queries(queries, 2)
         out = np.empty_like(q)
@@ -201,8 +201,8 @@ class StepFunctions:
         return out
 
     def _kernel_tables(self):
-        table_off, tables, lo, scale = self._tables
-        return tables, table_off, lo, scale
+        table_off, tables, lo, scale, top_step = self._tables
+        return tables, table_off, lo, scale, top_step
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -9,8 +9,11 @@ distillation) and the mixed student prediction ``mix(softmax(logits))``
 It is a custom autograd function with the analytic gradient: with
 ``h_i = -y_i c_i f_i / mix_i``, ``dL/dz = h - f * sum(h)``. On CPU, forward
 and gradient come from one native pass (``slamlearn._ext._loss``), because
-per-operation overhead dominates at training batch sizes; elsewhere (GPU, or
-half precision) the same computation runs as torch operations.
+per-operation overhead dominates at training batch sizes; ``slam_loss`` uses
+a variant that takes the coefficients in row form (two values per example,
+:func:`slamlearn.mixing.mix_row_coefficients`) and the mask, so the dense
+coefficient matrices are never built. Elsewhere (GPU, or half precision) the
+same computation runs as torch operations.
 
 Numerical safety: where ``d_i = 0`` the log of the mixed probability is
 taken as ``log(c_i) + log_softmax(z)_i``, so ``alpha = 1`` gives cross
@@ -27,7 +30,7 @@ import numpy as np
 import torch
 
 from ._ext import _loss
-from .mixing import mix_coefficients
+from .mixing import mix_coefficients, mix_row_coefficients
 
 __all__ = ["mix_eps", "slam_loss", "slam_loss_from_coefficients"]
 
@@ -82,6 +85,39 @@ class _AffineSoftmaxXent(torch.autograd.Function):
     def backward(ctx, grad_loss):
         (grad,) = ctx.saved_tensors
         return grad * grad_loss[:, None], None, None, None
+
+
+class _SLaMXent(torch.autograd.Function):
+    """SLaM loss from row-structured coefficients (CPU, native): the dense
+    ``(c, d)`` matrices are never built, and a mean or weighted sum is taken
+    in the same pass."""
+
+    @staticmethod
+    def forward(ctx, logits, target, mask, c_off, c_on, d_on, weight, reduction):
+        z, y, co, cn, dn = (t.detach().contiguous() for t in (logits, target, c_off, c_on, d_on))
+        m = mask.contiguous().numpy().view(np.uint8)
+        w = _NO_WEIGHT[z.dtype] if weight is None else weight.detach().to(z.dtype).contiguous().numpy()
+        loss = torch.empty(z.shape[0], dtype=z.dtype)
+        grad = torch.empty_like(z)
+        scale = 1.0 / max(z.shape[0], 1) if reduction == "mean" else 1.0
+        total = _loss.slam_xent(z.numpy(), y.numpy(), m, co.numpy(), cn.numpy(), dn.numpy(), w, scale,
+                                mix_eps(z.dtype), loss.numpy(), grad.numpy())
+        ctx.save_for_backward(grad)
+        ctx.per_row = reduction == "none"
+        if ctx.per_row:
+            # the kernel's gradient rows carry the weights; the output does too
+            return loss if weight is None else loss * weight
+        return torch.tensor(total, dtype=z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (grad,) = ctx.saved_tensors
+        g = grad * grad_out[:, None] if ctx.per_row else grad * grad_out
+        return g, None, None, None, None, None, None, None
+
+
+# "no weights" for the kernel: an empty array of the logits' dtype
+_NO_WEIGHT = {torch.float32: np.empty(0, dtype=np.float32), torch.float64: np.empty(0, dtype=np.float64)}
 
 
 def _reduce(per_row: torch.Tensor, sample_weight, reduction: str) -> torch.Tensor:
@@ -142,6 +178,18 @@ def slam_loss(logits, target, alpha, mask, k=None, *, normalize=False, sample_we
         raise ValueError(f"alpha must have shape ({logits.shape[0]},); got {tuple(alpha.shape)}")
     dtype = logits.dtype
     kk = None if k is None else k.to(dtype)
-    c, d = mix_coefficients(alpha.to(dtype), mask.to(dtype), kk, normalize=normalize)
-    return slam_loss_from_coefficients(logits, target.to(dtype), c, d, sample_weight=sample_weight,
-                                       reduction=reduction)
+    alpha = alpha.to(dtype)
+    target = target.to(dtype)
+    if sample_weight is not None and sample_weight.shape != logits.shape[:1]:
+        raise ValueError(f"sample_weight must have shape ({logits.shape[0]},); got {tuple(sample_weight.shape)}")
+    # the native path gives no gradient to the weights: differentiable weights take the generic one
+    if (_native_ok(logits, target, alpha) and mask.device.type == "cpu"
+            and (sample_weight is None or not sample_weight.requires_grad)):
+        if mask.dtype != torch.bool:
+            mask = mask != 0
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none'; got {reduction!r}")
+        c_off, c_on, d_on = mix_row_coefficients(alpha, kk, normalize=normalize)
+        return _SLaMXent.apply(logits, target, mask, c_off, c_on, d_on, sample_weight, reduction)
+    c, d = mix_coefficients(alpha, mask.to(dtype), kk, normalize=normalize)
+    return slam_loss_from_coefficients(logits, target, c, d, sample_weight=sample_weight, reduction=reduction)

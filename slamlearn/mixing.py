@@ -13,7 +13,10 @@ here; both coincide for ``k = 2`` (binary classification).
 Written as ``mix(f) = c * f + d`` with per-example coefficients
 ``d = beta = (1 - alpha) * m [/ (k - 1)]`` and ``c = alpha - beta``, the
 operation is affine in ``f`` with coefficients that never change during
-training, which is what the loss in :mod:`slamlearn.losses` exploits.
+training, which is what the loss in :mod:`slamlearn.losses` exploits. The
+coefficients take only two values per example: ``(alpha, 0)`` off the mask
+and ``(alpha - beta, beta)`` on it (:func:`mix_row_coefficients`); the dense
+``(c, d)`` are built from those.
 
 The functions accept NumPy arrays and torch tensors alike (only broadcasting
 arithmetic is used).
@@ -21,7 +24,35 @@ arithmetic is used).
 
 from __future__ import annotations
 
-__all__ = ["mix", "mix_coefficients"]
+__all__ = ["mix", "mix_coefficients", "mix_row_coefficients"]
+
+
+def mix_row_coefficients(alpha, k=None, *, normalize: bool = False):
+    """Per-example coefficients of ``mix(f) = c * f + d`` in row form.
+
+    Off the teacher's top-k mask ``c = alpha`` and ``d = 0``; on it
+    ``c = c_on`` and ``d = d_on``.
+
+    Parameters
+    ----------
+    alpha : array or tensor of shape (n,)
+        Probability that the teacher's top-1 class is right.
+    k : array or tensor of shape (n,), optional
+        ``k(x)``; needed only with ``normalize=True``.
+    normalize : bool, default=False
+        Divide the mixing term by ``k - 1`` (Equation 1); the default is the
+        un-normalised form of Remark B.1.
+
+    Returns
+    -------
+    c_off, c_on, d_on : arrays or tensors of shape (n,), in the dtype of ``alpha``.
+    """
+    beta = 1 - alpha
+    if normalize:
+        if k is None:
+            raise ValueError("k is required when normalize=True")
+        beta = beta / (k - 1)
+    return alpha, alpha - beta, beta
 
 
 def mix_coefficients(alpha, mask, k=None, *, normalize: bool = False):
@@ -44,13 +75,9 @@ def mix_coefficients(alpha, mask, k=None, *, normalize: bool = False):
     -------
     c, d : arrays or tensors of shape (n, L), in the dtype of ``alpha``.
     """
-    a = alpha[:, None]
-    beta = (1 - a) * mask
-    if normalize:
-        if k is None:
-            raise ValueError("k is required when normalize=True")
-        beta = beta / (k[:, None] - 1)
-    return a - beta, beta
+    c_off, c_on, d_on = mix_row_coefficients(alpha, k, normalize=normalize)
+    d = d_on[:, None] * mask
+    return c_off[:, None] - d, d
 
 
 def mix(f, alpha, mask, k=None, *, normalize: bool = False):

@@ -185,6 +185,25 @@ def test_step_predict_is_exact_with_many_blocks_and_clustered_knots():
     np.testing.assert_array_equal(sf.predict(q32), ref32.astype(np.float32))
 
 
+@given(st.lists(st.floats(-3, 3), min_size=1, max_size=60, unique=True),
+       st.lists(st.floats(-4, 4), min_size=1, max_size=80), st.integers(0, 3))
+def test_step_search_matches_searchsorted(knots, queries, spread):
+    """The grid-plus-fixed-steps search against np.searchsorted, for any knot
+    layout: one knot, knots crowded into one cell next to lonely ones
+    (several search steps), queries below, between, on and above the knots."""
+    u = np.sort(np.asarray(knots)) * 10.0 ** -spread
+    u[: len(u) // 2] *= 1e-9  # crowd half of the knots together
+    u = np.unique(u)
+    sf = StepFunctions(np.array([0, u.shape[0]]), u, u, np.arange(u.shape[0], dtype=float), np.ones(u.shape[0]))
+    q = np.concatenate([np.asarray(queries), u, np.nextafter(u, -np.inf), np.nextafter(u, np.inf)])
+    ref = np.minimum(np.searchsorted(u, q, side="left"), u.shape[0] - 1).astype(float)
+    np.testing.assert_array_equal(sf.predict(q), ref)
+    # the batched entry points use the same search
+    two = StepFunctions(np.array([0, u.shape[0], 2 * u.shape[0]]), np.tile(u, 2), np.tile(u, 2),
+                        np.tile(np.arange(u.shape[0], dtype=float), 2), np.ones(2 * u.shape[0]))
+    np.testing.assert_array_equal(two.predict(np.stack([q, q[::-1]], 1)), np.stack([ref, ref[::-1]], 1))
+
+
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_batched_fits_equal_separate_fits(n_jobs):
     rng = np.random.default_rng(2)

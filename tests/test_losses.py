@@ -119,6 +119,67 @@ def test_torch_ops_path_matches_native(seed, dtype):
     torch.testing.assert_close(g_native, grad, rtol=tol, atol=tol)
 
 
+@given(st.integers(0, 10_000), st.sampled_from([torch.float32, torch.float64]), st.integers(2, 40),
+       st.booleans(), st.sampled_from(["none", "mean", "sum"]), st.booleans())
+def test_row_form_kernel_matches_dense_form(seed, dtype, L, normalize, reduction, weighted):
+    """slam_loss's native path (row-structured coefficients, mask scanned
+    eight bytes at a time, vectorized float32 exp) against the dense-(c, d)
+    torch-operations path, on losses and gradients, with alpha at 0 and 1,
+    masks that are empty, full, or longer than one 8-byte word."""
+    g = torch.Generator().manual_seed(seed)
+    n = 9
+    z = (torch.randn(n, L, generator=g, dtype=dtype) * 4).requires_grad_(True)
+    y = torch.softmax(torch.randn(n, L, generator=g, dtype=dtype) * 3, 1)
+    alpha = torch.rand(n, generator=g, dtype=dtype)
+    alpha[0], alpha[1] = 1.0, 0.0
+    k = torch.randint(1, L + 1, (n,), generator=g)
+    k[2], k[3] = L, 1
+    order = torch.argsort(-y, dim=1, stable=True)
+    mask = torch.zeros(n, L, dtype=torch.bool).scatter_(1, order, torch.arange(L)[None, :] < k[:, None])
+    mask[4] = False  # an empty mask (allowed by the loss, even if no calibrator makes one)
+    kk = k.to(dtype).clamp(min=2)
+    w = torch.rand(n, generator=g, dtype=dtype) if weighted else None
+    got = slam_loss(z, y, alpha, mask, kk, normalize=normalize, sample_weight=w, reduction=reduction)
+    (g_got,) = torch.autograd.grad(got.sum(), z)
+    c, d = mix_coefficients(alpha, mask.to(dtype), kk, normalize=normalize)
+    per_row, grad = _torch_forward(z.detach(), y, c, d, mix_eps(dtype))
+    wt = torch.ones(n, dtype=dtype) if w is None else w
+    ref = {"none": per_row * wt, "sum": (per_row * wt).sum(), "mean": (per_row * wt).mean()}[reduction]
+    ref_grad = grad * wt[:, None] / (n if reduction == "mean" else 1)
+    tol = 1e-11 if dtype == torch.float64 else 2e-5
+    torch.testing.assert_close(got, ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(g_got, ref_grad, rtol=tol, atol=tol)
+
+
+def test_float32_kernel_exp_is_accurate():
+    """The float32 kernel's own exp: losses within a few ulp of float64 over
+    logits spanning the whole useful range (and beyond, where exp underflows)."""
+    g = torch.Generator().manual_seed(3)
+    z64 = torch.cat([torch.randn(200, 30, generator=g, dtype=D) * s for s in (0.1, 3.0, 30.0)])
+    z64[:5, 0] = 200.0  # differences far below -87: exp underflows, loss stays finite
+    y = torch.softmax(torch.randn(z64.shape, generator=g, dtype=D), 1)
+    alpha = torch.rand(z64.shape[0], generator=g, dtype=D) * 0.5 + 0.5
+    mask = torch.zeros(z64.shape, dtype=torch.bool)
+    mask[:, :3] = True
+    ref = slam_loss(z64, y, alpha, mask, reduction="none")
+    got = slam_loss(z64.float(), y.float(), alpha.float(), mask, reduction="none")
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), ref, rtol=2e-6, atol=1e-6)
+
+
+def test_sample_weight_shape_is_checked():
+    z, y, alpha, mask, _ = _inputs()
+    with pytest.raises(ValueError, match="sample_weight must have shape"):
+        slam_loss(z, y, alpha, mask, sample_weight=torch.ones(3, dtype=D))
+
+
+def test_differentiable_weights_get_gradients():
+    z, y, alpha, mask, _ = _inputs()
+    w = torch.rand(6, dtype=D, requires_grad=True)
+    (gw,) = torch.autograd.grad(slam_loss(z, y, alpha, mask, sample_weight=w, reduction="sum"), w)
+    torch.testing.assert_close(gw, slam_loss(z, y, alpha, mask, reduction="none"))
+
+
 def test_extreme_probabilities_stay_finite():
     z = torch.tensor([[1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float32)
     y = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
