@@ -131,7 +131,7 @@ class StepFunctions:
     knots: np.ndarray
     values: np.ndarray
     weights: np.ndarray
-    _tables: tuple = field(init=False, repr=False, compare=False)
+    _grid: tuple | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self):
         self.offsets = np.ascontiguousarray(self.offsets, dtype=np.intp)
@@ -139,7 +139,14 @@ class StepFunctions:
             setattr(self, name, np.ascontiguousarray(getattr(self, name), dtype=np.float64))
         if (np.diff(self.offsets) < 1).any():
             raise ValueError("every step function needs at least one block")
-        self._tables = _steps.build_tables(self.knots, self.offsets)
+
+    @property
+    def _tables(self) -> tuple:
+        # The search grids serve predictions only: built on first use, so a
+        # fit that is never evaluated (or only pickled) does not pay for them.
+        if self._grid is None:
+            self._grid = _steps.build_tables(self.knots, self.offsets)
+        return self._grid
 
     @property
     def n_functions(self) -> int:
@@ -206,12 +213,11 @@ class StepFunctions:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state.pop("_tables", None)  # rebuilt on load: cheap, and keeps pickles small
+        state["_grid"] = None  # rebuilt when needed: cheap, and keeps pickles small
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._tables = _steps.build_tables(self.knots, self.offsets)
 
 
 def _is_binary(y: np.ndarray) -> bool:
