@@ -165,8 +165,9 @@ def main(argv=None) -> int:
     (out / "scale.md").write_text(
         f"# Throughput and peak memory at scale\n\nCommand: `python benchmarks/scale_throughput.py --out {args.out} "
         f"--rows {args.rows} --train-rows {args.train_rows}`\n\n{table}\n\n"
-        "Peak extra memory: largest anonymous RSS above the value after imports (the in-memory cases hold the "
-        "input itself: 1e7 x 10 float32 is 381 MB; 2e6 x 32 features plus 2e6 x 10 probabilities are 320 MB). "
+        "Peak extra memory: largest anonymous RSS during the call above its value just before it, so an "
+        "in-memory input (1e7 x 10 float32 is 381 MB; 2e6 x 32 features plus 2e6 x 10 probabilities are 320 MB) "
+        "is not counted, and a memory-mapped one never is (page cache). "
         "The transform output (n x 2 float64) is part of the peak. Epoch rows/s is one epoch of SLaM training "
         "(MLP 32-128-10, batch 1024, 2 threads), from the history record.\n")
     print(table)
