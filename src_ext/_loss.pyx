@@ -145,18 +145,25 @@ def slam_xent(const floating[:, ::1] z, const floating[:, ::1] y,
     entry by entry. The per-entry loops run in the input precision (and
     vectorize); row totals are accumulated in double.
 
+    Mask entries are where float32 loses accuracy: with ``c < 0`` (alpha <
+    1/2) and ``f`` near 1, ``m = c f + d`` and ``h - f H`` both cancel. So
+    ``1 - f`` is kept as the sum of the *other* entries (the softmax sum is
+    accumulated as "entries at the row maximum" plus "the rest"), ``m`` is
+    taken as ``(c + d) - c (1 - f)`` when ``f > 1/2``, and the gradient as
+    ``h (1 - f) - f (H - h)``, all in double.
+
     ``loss`` receives each row's loss; the gradient rows are those of
     ``scale * sum_i weight[i] * loss[i]`` (``weight`` may be empty: all ones),
     which is also returned, so a mean or a weighted sum needs no extra pass.
     """
     cdef Py_ssize_t n = z.shape[0], L = z.shape[1], i, j, t, n_on
-    cdef double mx, s, log_s, f, m, h, H, A, Y, A_on, Y_on, part, yj, co, cn, dn, wi
+    cdef double mx, s, log_s, f, omf, m, h, H, A, Y, A_on, Y_on, part, yj, co, cn, dn, wi, n_top
     cdef double log_eps = log(eps), total = 0.0
     cdef bint weighted = weight.shape[0] > 0
     cdef const floating* zr
     cdef const floating* yr
     cdef floating* gr
-    cdef floating mxf, sf, Af, Yf, go, ish, inv_s
+    cdef floating mxf, rest, tops, Af, Yf, go, ish, inv_s
     cdef vector[floating] ebuf
     cdef vector[Py_ssize_t] on_idx
     cdef vector[double] on_h
@@ -172,16 +179,20 @@ def slam_xent(const floating[:, ::1] z, const floating[:, ::1] y,
             gr = &grad[i, 0]
             mxf = _row_max(zr, L)
             mx = mxf
-            sf = 0
+            rest = 0
+            tops = 0
             Af = 0
             Yf = 0
             for j in range(L):
                 e[j] = _exp_nonpos(<floating>(zr[j] - mxf))
-                sf = sf + e[j]
+                # the softmax sum as (entries at the maximum, exp = 1) + rest
+                rest = rest + (e[j] if zr[j] < mxf else 0)
+                tops = tops + (0 if zr[j] < mxf else 1)
                 # sum_j y_j (z_j - max) and sum_j y_j over the whole row
                 Af = Af + yr[j] * (zr[j] - mxf)
                 Yf = Yf + yr[j]
-            s = sf
+            n_top = tops
+            s = n_top + <double>rest
             A = Af
             Y = Yf
             inv_s = <floating>(1.0 / s)
@@ -199,7 +210,9 @@ def slam_xent(const floating[:, ::1] z, const floating[:, ::1] y,
             for t in range(n_on):
                 j = on_idx[t]
                 yj = yr[j]
-                f = e[j] * inv_s
+                f = e[j] / s
+                # 1 - f as the other entries' share (no cancellation at f ~ 1)
+                omf = ((n_top - 1.0) + rest if zr[j] >= mxf else s - e[j]) / s
                 A_on += yj * (zr[j] - mx)
                 Y_on += yj
                 if dn == 0.0:
@@ -210,7 +223,7 @@ def slam_xent(const floating[:, ::1] z, const floating[:, ::1] y,
                         part += yj * log_eps
                         h = 0.0
                 else:
-                    m = cn * f + dn
+                    m = (cn + dn) - cn * omf if f > 0.5 else cn * f + dn
                     if m > eps:
                         if yj != 0.0:
                             part += yj * _log(m, zr[0])
@@ -236,6 +249,9 @@ def slam_xent(const floating[:, ::1] z, const floating[:, ::1] y,
             for j in range(L):
                 gr[j] = -go * yr[j] - e[j] * ish
             for t in range(n_on):
+                # h - f H written as h (1 - f) - f (H - h), in double
                 j = on_idx[t]
-                gr[j] = <floating>(wi * on_h[t]) - e[j] * ish
+                f = e[j] / s
+                omf = ((n_top - 1.0) + rest if zr[j] >= mxf else s - e[j]) / s
+                gr[j] = <floating>(wi * (on_h[t] * omf - f * (H - on_h[t])))
     return total
